@@ -1,0 +1,1 @@
+"""Unlearning methods, data, models, evaluation and the training engine."""

@@ -1,0 +1,182 @@
+"""What every objective sees and returns, and the registry that names them.
+
+An objective is a small frozen dataclass, registered by name, that turns per-split model
+outputs into a `Loss`. It never runs the model: the engine runs one forward per split the
+objective lists in `splits` (and one reference-model forward per split when `needs_ref`).
+
+Conventions (used by every method file):
+    logprobs[b, t] = log p_theta(y_t | x, y_<t) for label token t of row b, 0 where not masked.
+    mask[b, t]     = True on answer (label) tokens; prompt and padding are False.
+    NLL of a row   = mean over its answer tokens of -logprobs (the "mean token NLL", ell).
+    seq-logp       = sum over answer tokens of logprobs.
+Losses are minimised. Gradient ascent on the forget set is *minimising* -NLL(forget).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Mapping, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+SPLITS = ("forget", "retain", "normal", "idk")
+
+
+@dataclass
+class SplitOutputs:
+    """Model outputs on one split's batch, aligned with the label tokens.
+
+    Attributes:
+        logits: (B, T, V) next-token logits, shifted so logits[:, t] predicts token t's label.
+        labels: (B, T) label ids, -100 where masked.
+        ref_logits: (B, T, V) the reference model's logits, or None.
+        hidden: hidden states by layer index (embeddings are 0), each (B, S, d); only filled
+            for objectives that ask for them (`hidden_layers`).
+        ref_hidden: the reference model's hidden states, same keys.
+        group: (B,) index of the forget row each row belongs to (SGA's normal rows), or None.
+    """
+
+    logits: Tensor
+    labels: Tensor
+    ref_logits: Tensor | None = None
+    hidden: dict[int, Tensor] = field(default_factory=dict)
+    ref_hidden: dict[int, Tensor] = field(default_factory=dict)
+    group: Tensor | None = None
+
+    @property
+    def mask(self) -> Tensor:
+        return self.labels != -100                                  # (B, T)
+
+    @property
+    def logprobs(self) -> Tensor:
+        return token_logprobs(self.logits, self.labels)             # (B, T)
+
+    @property
+    def ref_logprobs(self) -> Tensor:
+        if self.ref_logits is None:
+            raise ValueError("ref_logprobs asked for, but this split has no reference outputs "
+                             "(the objective must declare needs_ref = True)")
+        return token_logprobs(self.ref_logits, self.labels)         # (B, T)
+
+    @property
+    def nll(self) -> Tensor:
+        """(B,) mean token NLL of each row."""
+        return mean_token_nll(self.logprobs, self.mask)
+
+
+Outputs = Mapping[str, SplitOutputs]
+
+
+@dataclass
+class Loss:
+    """A scalar to minimise plus its named parts.
+
+    Attributes:
+        total: the scalar the engine backpropagates.
+        terms: named scalar parts for the training record (detached by the engine).
+        parts: differentiable scalars for objectives that own their update (NGDiff), else empty.
+    """
+
+    total: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    parts: dict[str, Tensor] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Objective(Protocol):
+    splits: ClassVar[tuple[str, ...]]
+    needs_ref: ClassVar[bool]
+
+    def __call__(self, out: Outputs) -> Loss: ...
+
+# Optional attributes the engine also reads (with getattr defaults):
+#   hidden_layers: tuple[int, ...] = ()   hidden states to return (RMU)
+#   trainable: str | None = None          regex of parameter names to train; others frozen
+
+
+@runtime_checkable
+class OwnsUpdate(Protocol):
+    """An objective whose update direction is not the gradient of one scalar (NGDiff).
+
+    The engine calls `backward(loss, params)` instead of `loss.total.backward()`; it must leave
+    the update direction in each parameter's `.grad`. If it also defines
+    `learning_rate(step, lr, loss_at)` the engine uses the returned rate for this step, where
+    `loss_at(eta)` is the objective's loss after moving the parameters by -eta * grad (the
+    parameters are restored afterwards).
+    """
+
+    def backward(self, loss: Loss, params: list[torch.nn.Parameter]) -> None: ...
+
+
+REGISTRY: dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: make an objective constructible by `build(name, **hparams)`."""
+
+    def wrap(cls: type) -> type:
+        if name in REGISTRY:
+            raise ValueError(f"objective name {name!r} registered twice")
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def build(name: str, **hparams) -> Objective:
+    """Instantiate a registered objective, with errors that name what was expected."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; expected one of {sorted(REGISTRY)}")
+    cls = REGISTRY[name]
+    fields = set(getattr(cls, "__dataclass_fields__", {}))
+    unknown = set(hparams) - fields
+    if unknown:
+        raise ValueError(f"method {name!r} takes {sorted(fields)}; got unknown {sorted(unknown)}")
+    return cls(**hparams)
+
+
+# ---- small pure helpers shared by method files -------------------------------------------
+
+def token_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
+    """(B, T) log-probability of each label token; 0 where labels == -100."""
+    mask = labels != -100                                           # (B, T)
+    safe = labels.clamp_min(0)                                      # (B, T)
+    logp = torch.log_softmax(logits, dim=-1)                        # (B, T, V)
+    picked = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)        # (B, T)
+    return picked * mask
+
+
+def mean_token_nll(logprobs: Tensor, mask: Tensor) -> Tensor:
+    """(B,) mean over answer tokens of -log p; rows without answer tokens raise."""
+    n = mask.sum(-1)                                                # (B,)
+    if bool((n == 0).any()):
+        raise ValueError("a row has no answer tokens (all labels masked): the prompt filled "
+                         "max_length; raise max_length or shorten the prompt")
+    return -(logprobs * mask).sum(-1) / n                           # (B,)
+
+
+def seq_logprob(logprobs: Tensor, mask: Tensor) -> Tensor:
+    """(B,) summed log-probability of the answer tokens."""
+    return (logprobs * mask).sum(-1)                                # (B,)
+
+
+def token_weighted_ascent(weight: Tensor, logprobs: Tensor, mask: Tensor) -> Tensor:
+    """Scalar: mean over rows of the weighted mean-token log-likelihood (ascent on NLL).
+
+    Minimising it raises the weighted NLL. `weight` is (B, T) and must already be detached.
+    """
+    n = mask.sum(-1).clamp_min(1)                                   # (B,)
+    return ((weight * logprobs * mask).sum(-1) / n).mean()
+
+
+def answer_kl(logits: Tensor, ref_logits: Tensor, mask: Tensor) -> Tensor:
+    """(B,) KL(p_ref || p_theta) summed over the vocabulary, averaged over answer tokens.
+
+    The open-unlearning reference code averages over every position, padding and prompt
+    included; that mixes in tokens nobody asked to preserve, so we average over answer tokens.
+    """
+    logp = torch.log_softmax(logits, dim=-1)                        # (B, T, V)
+    logq = torch.log_softmax(ref_logits, dim=-1)                    # (B, T, V)
+    kl = (logq.exp() * (logq - logp)).sum(-1)                       # (B, T)
+    return (kl * mask).sum(-1) / mask.sum(-1).clamp_min(1)          # (B,)

@@ -1,0 +1,24 @@
+"""Gradient Ascent (GA): minimise -NLL on the forget set.
+
+Jang et al. 2023 ("Knowledge Unlearning for Mitigating Privacy Risks in Language Models"),
+Eq. (1); the TOFU baseline of Maini et al. 2024, Sec. 4.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .base import Loss, Outputs, register
+
+
+@register("ga")
+@dataclass(frozen=True)
+class GA:
+    """L = -mean_i ell_f(i), ell the mean token NLL of forget row i."""
+
+    splits: ClassVar[tuple[str, ...]] = ("forget",)
+    needs_ref: ClassVar[bool] = False
+
+    def __call__(self, out: Outputs) -> Loss:
+        nll = out["forget"].nll                                     # (B,)
+        return Loss(total=-nll.mean(), terms={"forget_nll": nll.mean()})

@@ -15,6 +15,7 @@ samples; which samples are "normal" is a design choice, so several are offered a
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 from .data import collate, encode, load_split
@@ -22,9 +23,20 @@ from .data import collate, encode, load_split
 NORMAL_STRATEGIES = ("retain-nearest", "retain-random", "alternatives", "idk")
 
 
-def _split_ref(default_benchmark: str, ref: str) -> tuple[str, str]:
-    """'split' or 'benchmark:split' -> (benchmark, split)."""
-    return tuple(ref.split(":", 1)) if ":" in ref else (default_benchmark, ref)
+def load_spec(default_benchmark: str, spec: str, data_dir=None) -> list[dict]:
+    """Records named by a split spec: 'split', 'benchmark:split', 'split[:N]', 'a+b'.
+
+    e.g. 'retain99[:40]+forget01' is the first 40 retain records followed by forget01.
+    """
+    records: list[dict] = []
+    for part in spec.split("+"):
+        m = re.fullmatch(r"(?:(\w+):)?(\w+)(?:\[:(\d+)\])?", part.strip())
+        if m is None:
+            raise ValueError(f"bad split spec {part!r}; expected 'split', 'benchmark:split' or "
+                             f"'split[:N]', joined with '+'")
+        bench, split, n = m.group(1) or default_benchmark, m.group(2), m.group(3)
+        records += load_split(bench, split, data_dir)[: int(n) if n else None]
+    return records
 
 
 def _text(record: dict) -> str:
@@ -136,10 +148,10 @@ def build_task(tokenizer, benchmark: str, forget_split: str, retain_split: str, 
                normal_strategy: str = "retain-nearest", max_length: int = 128, seed: int = 0,
                data_dir=None) -> Task:
     """Load the records of a task. `retain_split` may name another benchmark ('muse_news:...')."""
-    forget = load_split(benchmark, forget_split, data_dir)[:n_forget]
+    forget = load_spec(benchmark, forget_split, data_dir)[:n_forget]
     if not forget:
         raise ValueError(f"forget set {benchmark}/{forget_split} is empty (n_forget={n_forget})")
-    retain = load_split(*_split_ref(benchmark, retain_split), data_dir)[:n_retain]
+    retain = load_spec(benchmark, retain_split, data_dir)[:n_retain]
     if not retain:
         raise ValueError(f"retain set {retain_split} is empty (n_retain={n_retain})")
     idk = load_split("tofu", "idk", data_dir) if "question" in forget[0] else []

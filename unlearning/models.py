@@ -84,7 +84,7 @@ def _bundled_fp32_dir(name: str) -> Path:
         return target
     gguf = bundled_gguf(name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                 torch_dtype=torch.float32)
+                                                 dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model.hf_quantizer = None                      # save_pretrained refuses GGUF-loaded models
     if hasattr(model.config, "quantization_config"):
@@ -113,7 +113,7 @@ def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0):
     else:
         raise ValueError(f"unknown model {name!r}; expected one of {TINY + tuple(BUNDLED)}, "
                          f"a local HF directory, or a hub id")
-    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -92,9 +92,12 @@ def _tofu_ids(split: str, n: int) -> list[str]:
 def _from_hub(benchmark: str, split: str) -> list:
     if benchmark not in HUB:
         raise FileNotFoundError(f"no local data for {benchmark!r} and no hub copy is known")
+    # TOFU's hub configs are the split names; MUSE-News has config "knowmem" with split
+    # "forget_qa" etc., which our names join with "_".
+    config, hub_split = (split, "train") if benchmark == "tofu" else split.split("_", 1)
     try:
         from datasets import load_dataset
-        return list(load_dataset(HUB[benchmark], split, split="train"))
+        return list(load_dataset(HUB[benchmark], config, split=hub_split))
     except Exception as err:  # the hub is unreachable here; say what to do instead
         raise FileNotFoundError(
             f"{benchmark}/{split}: no local data directory (set GEFFECT_DATA_DIR or place "

@@ -1,0 +1,50 @@
+"""Weighted Gradient Ascent (WGA), Wang et al. 2025, Eq. (2).
+
+"Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond" (ICLR 2025,
+arXiv:2502.19301; the G-effect paper). Each forget token's log-likelihood is weighted by
+w_t = p_theta(y_t | x, y_<t)^beta, with no gradient through the weight:
+
+    L_WGA = mean_i (1/|y_i|) sum_t w_t * log p_theta(y_t | x, y_<t).
+
+The weight damps GA's inverse-confidence term 1/p in the gradient of log p, so tokens that
+are already unlikely stop being pushed. beta = 0 recovers GA exactly. Default beta = 1.0
+(the paper's and open-unlearning's). The reference code averages over all answer tokens of
+the batch; we average per row, then over rows, as `ga` does, so beta = 0 is GA here.
+Optional retain regulariser as in the paper's "+KL"/"+RT" variants (`retain`, `alpha`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .base import Loss, Objective, Outputs, register, token_weighted_ascent
+from .regularised import Regularised
+
+
+@dataclass(frozen=True)
+class WGAForget:
+    """The pure WGA forget term."""
+
+    beta: float = 1.0
+    name: ClassVar[str] = "wga"
+    splits: ClassVar[tuple[str, ...]] = ("forget",)
+    needs_ref: ClassVar[bool] = False
+
+    def __call__(self, out: Outputs) -> Loss:
+        f = out["forget"]
+        logp = f.logprobs                                                # (B, T)
+        weight = (self.beta * logp.detach()).exp()                       # (B, T)  p^beta
+        return Loss(total=token_weighted_ascent(weight, logp, f.mask),
+                    terms={"forget_nll": f.nll.mean().detach(),
+                           "mean_weight": (weight * f.mask).sum() / f.mask.sum()})
+
+
+@register("wga")
+@dataclass(frozen=True)
+class WGA(Regularised):
+    beta: float = 1.0
+    retain: str = "none"
+    alpha: float = 1.0
+
+    def forget_term(self) -> Objective:
+        return WGAForget(self.beta)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _objtools import IDK, QA, RETAIN_QA, forward, make_batch, table_outputs
+from ._objtools import IDK, QA, RETAIN_QA, forward, make_batch, table_outputs
 from unlearning.models import tiny_model, tiny_tokenizer
 
 

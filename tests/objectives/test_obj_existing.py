@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from _objtools import grads, table_outputs
+from ._objtools import grads, table_outputs
 from unlearning.objectives import SplitOutputs, build
 from unlearning.objectives.compose import RetainKL, RetainNLL, Weighted
 from unlearning.objectives.ga import GA

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from _objtools import grads, log_sigmoid, table_outputs
+from ._objtools import grads, log_sigmoid, table_outputs
 from unlearning.objectives import build
 from unlearning.objectives.base import seq_logprob
 

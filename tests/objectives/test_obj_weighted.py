@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _objtools import grads, log_sigmoid, table_outputs
+from ._objtools import grads, log_sigmoid, table_outputs
 from unlearning.objectives import build
 from unlearning.objectives.ga import GA
 from unlearning.objectives.tnpo import tnpo_weight

@@ -1,0 +1,124 @@
+"""Representation Misdirection for Unlearning (RMU), Li et al. 2024 (WMDP), Sec. 5.
+
+"The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning"
+(arXiv:2403.03218), Eqs. (1)-(2). With h(x) the output of decoder block `layer` at the
+tokens of x, h_ref the frozen reference model's, and u a fixed random unit vector:
+
+    L = mean_i MSE_i(h_theta(forget_i), c * u) + alpha * mean_i MSE_i(h_theta(retain_i), h_ref(retain_i)),
+
+MSE_i the squared error averaged over the hidden dimension and over the answer tokens of
+row i (open-unlearning's `compute_activation_loss`; the WMDP code averages over every
+position of unlabelled text, padding included: for QA data we steer only the answer tokens,
+which the engine's `labels` mark). As in the WMDP code, u is uniform on [0, 1)^d, normalised
+(not Gaussian); it is drawn lazily from `vector_seed` and d, never stored on the model.
+
+Defaults follow the WMDP code for Zephyr-7B (32 blocks): steered block 7 (0-based; HF
+`hidden_states[8]`), trainable `mlp.down_proj.weight` of blocks 5, 6, 7 (`param_ids=[6]`),
+c = 6.5 and alpha = 1200 (the README's command). Other models: block round(7/32 * n_blocks)
+(`depth`), set by `bind(model)`; or pass `layer`. c scales with the norm of that block's
+activations and must be re-tuned per model (open-unlearning ships c = 300, alpha = 1000).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Loss, Outputs, register
+
+WMDP_DEPTH = 7 / 32
+
+
+@lru_cache(maxsize=8)
+def _unit_vector_cpu(seed: int, d: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(d, generator=g, dtype=torch.float64)                  # (d,)
+    return u / u.norm()                                                  # (d,)
+
+
+def control_vector(seed: int, d: int, like: Tensor) -> Tensor:
+    """(d,) the fixed random unit vector u (uniform, normalised), on `like`'s device/dtype."""
+    return _unit_vector_cpu(seed, d).to(device=like.device, dtype=like.dtype)
+
+
+def token_positions(mask: Tensor, seq_len: int) -> Tensor:
+    """(B, S) input positions of the answer tokens, from the engine's shifted label mask.
+
+    The engine's labels are `labels[:, 1:]`, so label column t is input token t + 1.
+    """
+    if mask.shape[1] not in (seq_len - 1, seq_len):
+        raise ValueError(f"labels have {mask.shape[1]} columns; expected the hidden states' "
+                         f"length {seq_len} minus 1 (shifted labels)")
+    return F.pad(mask, (1, 0))[:, :seq_len]                              # (B, S)
+
+
+def activation_mse(h: Tensor, target: Tensor, pos: Tensor) -> Tensor:
+    """Scalar: mean over rows of (mean over answer tokens of (mean over d of squared error))."""
+    per_token = ((h - target) ** 2).mean(-1)                             # (B, S)
+    n = pos.sum(-1)                                                      # (B,)
+    if bool((n == 0).any()):
+        raise ValueError("a row has no answer tokens to steer (all labels masked)")
+    return ((per_token * pos).sum(-1) / n).mean()
+
+
+@register("rmu")
+@dataclass(frozen=True)
+class RMU:
+    c: float = 6.5
+    alpha: float = 1200.0
+    layer: int | None = None
+    depth: float = WMDP_DEPTH
+    trainable_regex: str | None = None
+    vector_seed: int = 0
+
+    splits: ClassVar[tuple[str, ...]] = ("forget", "retain")
+    needs_ref: ClassVar[bool] = True
+
+    def bind(self, model) -> "RMU":
+        """This objective with `layer` resolved for `model` (depth fraction of its blocks)."""
+        n = model.config.num_hidden_layers
+        layer = self.layer if self.layer is not None else min(n - 1, round(self.depth * n))
+        if not 0 <= layer < n:
+            raise ValueError(f"RMU layer must be a block index in [0, {n}); got {layer}")
+        bound = dataclasses.replace(self, layer=layer)
+        names = [name for name, _ in model.named_parameters()]
+        if not any(re.search(bound.trainable, name) for name in names):
+            raise ValueError(f"RMU trainable regex {bound.trainable!r} matches no parameter; "
+                             f"names look like {names[:3]}")
+        return bound
+
+    def _layer(self) -> int:
+        if self.layer is None:
+            raise ValueError("RMU's layer is not set: pass layer=N (a 0-based decoder block) or "
+                             "bind the objective to the model first (RMU.bind(model))")
+        return self.layer
+
+    @property
+    def hidden_layers(self) -> tuple[int, ...]:
+        return (self._layer() + 1,)             # hidden_states[0] is the embeddings
+
+    @property
+    def trainable(self) -> str:
+        """Regex of the parameters RMU updates: the MLP down-projection of blocks l-2..l."""
+        if self.trainable_regex is not None:
+            return self.trainable_regex
+        l = self._layer()
+        blocks = "|".join(str(i) for i in range(max(0, l - 2), l + 1))
+        return rf"(?:^|\.)(?:layers|h)\.(?:{blocks})\.mlp\.(?:down_proj|c_proj)\.weight$"
+
+    def __call__(self, out: Outputs) -> Loss:
+        key = self.hidden_layers[0]
+        f, r = out["forget"], out["retain"]
+        h_f = f.hidden[key]                                              # (B, S, d)
+        h_r, h_r_ref = r.hidden[key], r.ref_hidden[key]                  # (B, S, d)
+        target = self.c * control_vector(self.vector_seed, h_f.shape[-1], h_f)  # (d,)
+        forget = activation_mse(h_f, target, token_positions(f.mask, h_f.shape[1]))
+        retain = activation_mse(h_r, h_r_ref.detach(), token_positions(r.mask, h_r.shape[1]))
+        return Loss(total=forget + self.alpha * retain,
+                    terms={"forget_mse": forget.detach(), "retain_mse": retain.detach()})

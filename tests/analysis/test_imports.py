@@ -1,0 +1,11 @@
+"""analysis reads records only: importing it (every module) must not import torch."""
+import subprocess
+import sys
+
+
+def test_analysis_never_imports_torch():
+    code = ("import sys, analysis, analysis.reduce, analysis.plots, analysis.study_plots, "
+            "analysis.theory, analysis.figures, analysis.records, analysis.testing; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

@@ -8,7 +8,7 @@ from unlearning.data import encode_qa, encode_text
 from unlearning.evaluation.scoring import score_qa, score_rows
 from unlearning.models import tiny_model, tiny_tokenizer
 
-from eval_oracle import slow_row_scores
+from .eval_oracle import slow_row_scores
 
 QA = [("Who wrote it?", "Someone did, long ago."), ("Q?", "A."),
       ("What is the capital of France, the country in Europe?", "Paris."),

@@ -183,7 +183,9 @@ def first_order(geffect_ds: xr.Dataset, train_ds: xr.Dataset | None = None,
             raise ValueError("no learning rate: pass train_ds (with `lr`) or lr=")
         eta = xr.DataArray(np.full(pairs.size, float(lr)), coords={"step": pairs})
     measured = risk.sel(step=pairs + 1).assign_coords(step=pairs) - risk.sel(step=pairs)
-    return xr.Dataset({"predicted": -eta * e.sel(step=pairs), "measured": measured})
+    predicted = -eta * e.sel(step=pairs)
+    return xr.Dataset({"predicted": predicted.transpose("step", "probe"),
+                       "measured": measured.transpose("step", "probe")})
 
 
 def first_order_stats(fo: xr.Dataset) -> dict[str, dict[str, float]]:

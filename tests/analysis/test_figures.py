@@ -1,0 +1,34 @@
+"""write_figures: the named PNG and PDF files, nothing else, records untouched."""
+from __future__ import annotations
+
+import json
+
+from analysis.figures import write_figures
+
+
+def _listing(dirs):
+    return {p: p.stat().st_mtime_ns for d in dirs for p in d.rglob("*")}
+
+
+def test_write_figures_writes_named_png_and_pdf(method_dirs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = _listing(method_dirs)
+    out = tmp_path / "figs"
+    written = write_figures(method_dirs, out)
+    stems = {"geffect_curves", "training_stability", "smoothing_rate"}
+    for run in ("ga", "npo", "sga"):
+        stems |= {f"{run}_geffect_bands", f"{run}_layer_heatmap", f"{run}_pointwise", f"{run}_first_order"}
+    stems.add("sga_divergence")
+    want = {f"{s}.{ext}" for s in stems for ext in ("png", "pdf")} | {"theory.txt"}
+    assert {p.name for p in written} == want
+    assert {p.name for p in out.iterdir()} == want | {"figures.json"}
+    for p in written:
+        head = p.read_bytes()[:8]
+        if p.suffix == ".png":
+            assert head.startswith(b"\x89PNG")
+        elif p.suffix == ".pdf":
+            assert head.startswith(b"%PDF")
+    assert "trade-off" in (out / "theory.txt").read_text()
+    assert json.loads((out / "figures.json").read_text())["files"] == [p.name for p in written]
+    assert list(tmp_path.iterdir()) == [out]                       # nothing beside `out`
+    assert _listing(method_dirs) == before                          # records untouched

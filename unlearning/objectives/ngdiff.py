@@ -19,11 +19,13 @@ its minimum:
 
     eta* = (eta / 2) * (L+ - L-) / (L+ - 2 L0 + L-).
 
-L is this objective's total, L_R - L_F (what `loss_at` evaluates). eta* is clipped to
-[lr_min, lr_max] (ours: 1e-7 and 1e-2; since ||d|| <= 2, one step moves theta by at most
-2 * lr_max in L2 norm); when the curvature L+ - 2 L0 + L- is not positive (or not finite) the
-previous rate is kept. The rate holds until the next GeN step. GeN assumes the optimizer
-steps along d itself (SGD, as in the paper); with AdamW the probe direction is not the step.
+L is this objective's total, L_R - L_F (what `loss_at` evaluates). Defaults (ours; the
+papers leave them to the user): phi = 4; eta* clipped to [lr_min, lr_max] = [1e-7, 1e-2]
+(since ||d|| <= 2, one step moves theta by at most 2 * lr_max in L2 norm). When the
+curvature L+ - 2 L0 + L- is not positive (or not finite) the previous rate is kept; the rate
+holds until the next GeN step. GeN assumes the optimizer steps along d itself (SGD); with
+AdamW the probed direction is not the step taken. On random tiny models the NGDiff loss is
+often concave along d (the -L_F part), so GeN keeps the rate there.
 """
 from __future__ import annotations
 

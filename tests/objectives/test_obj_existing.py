@@ -68,8 +68,8 @@ def test_sga_rejects_wrong_number_of_normal_rows():
 def test_ga_hand_computed():
     out = {"forget": table_outputs(FORGET + NORMAL)}        # ell = 2, 1, 4
     loss = GA()(out)
-    assert float(loss.total) == pytest.approx(-(2 + 1 + 4) / 3, abs=1e-12)
-    assert float(loss.terms["forget_nll"]) == pytest.approx(7 / 3, abs=1e-12)
+    assert loss.total.item() == pytest.approx(-(2 + 1 + 4) / 3, abs=1e-12)
+    assert loss.terms["forget_nll"].item() == pytest.approx(7 / 3, abs=1e-12)
 
 
 def test_graddiff_alpha0_equals_ga(tiny, outputs):
@@ -88,7 +88,7 @@ def test_graddiff_alpha0_equals_ga(tiny, outputs):
 def test_graddiff_hand_computed():
     out = {"forget": table_outputs(FORGET), "retain": table_outputs(NORMAL)}
     loss = build("graddiff", alpha=0.5, retain="nll")(out)
-    assert float(loss.total) == pytest.approx(-2 + 0.5 * (1 + 4) / 2, abs=1e-12)
+    assert loss.total.item() == pytest.approx(-2 + 0.5 * (1 + 4) / 2, abs=1e-12)
     assert set(loss.terms) >= {"ga", "retain_nll", "ga/forget_nll"}
 
 
@@ -101,7 +101,7 @@ def test_retain_kl_hand_computed_over_answer_tokens_only():
     theta = [[-1.0, -2.0, None], [-0.5, None, None]]
     ref = [[-1.5, -1.0, -0.1], [-0.5, -3.0, -3.0]]          # masked columns differ on purpose
     out = {"retain": table_outputs(theta, ref)}
-    kl = float(RetainKL()(out).total)
+    kl = RetainKL()(out).total.item()
     e = math.exp
     row0 = (bernoulli_kl(e(-1.5), e(-1.0)) + bernoulli_kl(e(-1.0), e(-2.0))) / 2
     row1 = bernoulli_kl(e(-0.5), e(-0.5))                    # = 0
@@ -111,7 +111,7 @@ def test_retain_kl_hand_computed_over_answer_tokens_only():
 
 def test_retain_kl_is_zero_against_itself_and_needs_ref():
     rows = [[-1.0, -2.0, None]]
-    assert float(RetainKL()({"retain": table_outputs(rows, rows)}).total) == pytest.approx(0, abs=1e-15)
+    assert RetainKL()({"retain": table_outputs(rows, rows)}).total.item() == pytest.approx(0, abs=1e-15)
     assert RetainKL.needs_ref and not RetainNLL.needs_ref
 
 
@@ -127,7 +127,7 @@ def test_weighted_skips_zero_weight_parts_and_names_terms():
     out = {"forget": table_outputs(FORGET), "retain": table_outputs(NORMAL)}
     w = Weighted(((1.0, GA()), (0.0, RetainKL()), (2.0, RetainNLL())))
     loss = w(out)                                           # RetainKL would raise: no ref
-    assert float(loss.total) == pytest.approx(-2 + 2 * 2.5, abs=1e-12)
+    assert loss.total.item() == pytest.approx(-2 + 2 * 2.5, abs=1e-12)
     assert set(loss.terms) == {"ga", "ga/forget_nll", "retain_nll"}
     assert w.splits == ("forget", "retain") and w.needs_ref   # declared, though weight 0
 

@@ -1,0 +1,95 @@
+"""The torch.func path: per-module fallback (forward-mode) and whole-model vmap oracles.
+
+1. `module_rows`: for a module without a kernel, <G, grad_n theta> for every row n equals
+   b_n . (J_n G), the output's directional derivative in direction G dotted with the output's
+   backprop b_n: one batched `torch.func.jvp` per direction, no per-row gradient formed.
+2. `risk_grads` / `row_vjp_grads`: per-row gradients of the whole model with `vmap(grad)` /
+   `vmap(vjp)`, following the torch.func per-sample-gradients tutorial. Memory grows with
+   N x n_params, so these are oracles and benchmark entry (d), not the production path.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vjp, vmap
+
+from .risk import row_risk
+
+
+def module_rows(module: nn.Module, args: tuple, kwargs: dict, b: Tensor,
+                g: dict[str, Tensor]) -> dict[str, Tensor]:
+    """(N, D) <G_d, grad_n p> for each own parameter p of `module` present in `g`.
+
+    Args:
+        module: any module whose output is one tensor with rows along dim 0.
+        args, kwargs: the inputs it was called with.
+        b: (N, ...) gradient of the loss with respect to its output.
+        g: parameter name -> (D, *shape) directions.
+    """
+    own = dict(module.named_parameters(recurse=False))
+    names = list(own)
+    out = {}
+    for pname, dirs in g.items():
+        cols = []
+        for d in range(dirs.shape[0]):
+            tangents = tuple(dirs[d] if n == pname else torch.zeros_like(own[n]) for n in names)
+
+            def f(*ps):
+                return functional_call(module, dict(zip(names, ps)), args, kwargs)
+
+            with torch.no_grad():
+                y, ty = torch.func.jvp(f, tuple(own[n].detach() for n in names), tangents)
+            if not isinstance(ty, Tensor):
+                raise TypeError(f"torch.func fallback needs a module returning one tensor; "
+                                f"{type(module).__name__} returned {type(ty).__name__}")
+            cols.append((b * ty).reshape(b.shape[0], -1).sum(1))   # (N,)
+        out[pname] = torch.stack(cols, 1)                           # (N, D)
+    return out
+
+
+def _params(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach() for k, v in model.named_parameters()}
+
+
+def risk_grads(model: nn.Module, batch: Mapping) -> dict[str, Tensor]:
+    """Per-instance gradients of R_n (mean token NLL of row n): name -> (N, *shape)."""
+    def r(p, ids, mask, labels):
+        out = functional_call(model, p, (), {"input_ids": ids[None], "attention_mask": mask[None]})
+        return row_risk(out.logits, labels[None])[0]
+
+    return vmap(grad(r), in_dims=(None, 0, 0, 0))(
+        _params(model), batch["input_ids"], batch["attention_mask"], batch["labels"])
+
+
+def row_vjp_grads(model: nn.Module, batch: Mapping, cotangent: Tensor) -> dict[str, Tensor]:
+    """Per-row gradients J_n^T u_n of a loss that depends on the logits only.
+
+    Args:
+        cotangent: (N, T, V) dL/dlogits of the full-batch loss; row n's slice is u_n.
+    """
+    def row(p, ids, mask, u):
+        def logits(q):
+            return functional_call(model, q, (), {"input_ids": ids[None],
+                                                  "attention_mask": mask[None]}).logits[0]
+        _, pull = vjp(logits, p)
+        return pull(u)[0]
+
+    return vmap(row, in_dims=(None, 0, 0, 0))(
+        _params(model), batch["input_ids"], batch["attention_mask"], cotangent)
+
+
+def contract(per_row: dict[str, Tensor], directions: dict[str, Tensor], table,
+             model: nn.Module) -> Tensor:
+    """(N, n_groups): sum over each group's parameters of <direction, per-row gradient>."""
+    params = dict(model.named_parameters())
+    n = next(iter(per_row.values())).shape[0]
+    ref = next(iter(per_row.values()))
+    out = torch.zeros(n, len(table), dtype=ref.dtype)              # (N, G)
+    for name, rows in per_row.items():
+        if name not in directions:
+            continue
+        gi = table.group_of(params[name])
+        out[:, gi] += rows.reshape(n, -1) @ directions[name].reshape(-1)  # (N,)
+    return out

@@ -1,0 +1,132 @@
+"""Per-instance inner-product kernels on (activations, backprops), one per module type.
+
+For a module called on a batch of N rows, with input activations a and the gradient b of the
+loss with respect to its output, the gradient of a parameter splits by row:
+grad = sum_n grad_n. Given a fixed matrix G of the parameter's shape, each kernel returns
+<G, grad_n> for every row n WITHOUT forming grad_n (the per-example trick of Goodfellow 2015
+and Opacus' `grad_sample/linear.py`, here contracted with G at once):
+
+    Linear  W (out, in):   <G, grad_n W> = sum_t b_nt^T G a_nt    ("nto,oi,nti->n")
+    Conv1D  W (in, out):   <G, grad_n W> = sum_t a_nt^T G b_nt    (GPT-2, transposed Linear)
+    bias    (out,):        <G, grad_n b> = sum_t b_nt . G
+    Embedding (V, d):      <G, grad_n E> = sum_t G[x_nt] . b_nt   (padding_idx rows get none)
+    norm weight (d,):      <G, grad_n w> = sum_t (b_nt * xhat_nt) . G   (y = w * xhat + bias)
+
+G carries a leading "direction" dim D (several fixed matrices at once, e.g. the forget and
+retain risk gradients), so each kernel returns (N, D). A tied LM head is a Linear whose weight
+is the embedding matrix: its contribution adds to the embedding's group, so both uses combine.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+NORM_TYPES: tuple[type, ...] = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+# Norm classes of the form y = weight * normalize(x) (+ bias); Gemma's (1 + w) form is excluded.
+NORM_NAMES = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm",
+              "SmolLM3RMSNorm", "T5LayerNorm")
+
+
+def kind_of(module: nn.Module) -> str | None:
+    """Kernel name for a module that owns parameters directly, or None (torch.func fallback)."""
+    own = {n for n, _ in module.named_parameters(recurse=False)}
+    name = type(module).__name__
+    if isinstance(module, nn.Linear) and own <= {"weight", "bias"}:
+        return "linear"
+    if name == "Conv1D" and own <= {"weight", "bias"} and getattr(module, "weight", None) is not None:
+        return "conv1d"
+    if isinstance(module, nn.Embedding) and own == {"weight"} and module.max_norm is None \
+            and not module.scale_grad_by_freq and not module.sparse:
+        return "embedding"
+    if (isinstance(module, NORM_TYPES) or name in NORM_NAMES) and own <= {"weight", "bias"}:
+        return "norm"
+    return None
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1, x.shape[-1])                   # (N, T, d)
+
+
+def linear_rows(a: Tensor, b: Tensor, g: Tensor) -> Tensor:
+    """(N, D) sum_t b_nt^T G_d a_nt for a (N, *, in), b (N, *, out), g (D, out, in)."""
+    a, b = _flat(a), _flat(b)                                       # (N, T, in), (N, T, out)
+    d_, out, inp = g.shape
+    if inp <= out:                                                  # smaller intermediate
+        gm = g.permute(1, 0, 2).reshape(out, d_ * inp)              # (out, D*in)
+        u = (b @ gm).view(*b.shape[:2], d_, inp)                    # (N, T, D, in)
+        return torch.einsum("ntdi,nti->nd", u, a)                   # (N, D)
+    gm = g.permute(2, 0, 1).reshape(inp, d_ * out)                  # (in, D*out)
+    u = (a @ gm).view(*a.shape[:2], d_, out)                        # (N, T, D, out)
+    return torch.einsum("ntdo,nto->nd", u, b)                       # (N, D)
+
+
+def bias_rows(b: Tensor, g: Tensor) -> Tensor:
+    """(N, D) sum_t b_nt . g_d for b (N, *, out), g (D, out)."""
+    return _flat(b).sum(1) @ g.T                                    # (N, D)
+
+
+def embedding_rows(ids: Tensor, b: Tensor, g: Tensor, padding_idx: int | None) -> Tensor:
+    """(N, D) sum_t G_d[x_nt] . b_nt; rows looked up at padding_idx get no gradient."""
+    ids = ids.reshape(ids.shape[0], -1)                             # (N, T)
+    b = _flat(b)                                                    # (N, T, d)
+    if padding_idx is not None:
+        b = b * (ids != padding_idx).unsqueeze(-1)                  # (N, T, d)
+    out = [(g[d][ids] * b).sum((1, 2)) for d in range(g.shape[0])]  # D x (N,)
+    return torch.stack(out, 1)                                      # (N, D)
+
+
+def norm_xhat(module: nn.Module, x: Tensor) -> Tensor:
+    """The normalised input xhat with y = weight * xhat (+ bias), by re-running the module
+    with unit weight and zero bias (the same code path, so the same rounding)."""
+    params = {n: (torch.ones_like(p) if n == "weight" else torch.zeros_like(p))
+              for n, p in module.named_parameters(recurse=False)}
+    with torch.no_grad():
+        return torch.func.functional_call(module, params, (x,))     # (N, *, d)
+
+
+def norm_per_row(module: nn.Module, x: Tensor, b: Tensor) -> dict[str, Tensor]:
+    """Per-row gradients of a norm's weight and bias, each (N, d): tiny, so formed directly."""
+    out = {}
+    own = dict(module.named_parameters(recurse=False))
+    if "weight" in own:
+        xhat = norm_xhat(module, x)                                 # (N, *, d)
+        out["weight"] = _flat(b * xhat).sum(1)                      # (N, d)
+    if "bias" in own:
+        out["bias"] = _flat(b).sum(1)                               # (N, d)
+    return out
+
+
+def dense_rows(per_row: Tensor, g: Tensor) -> Tensor:
+    """(N, D) <G_d, grad_n> from formed per-row gradients (N, *shape) and g (D, *shape)."""
+    return per_row.reshape(per_row.shape[0], -1) @ g.reshape(g.shape[0], -1).T  # (N, D)
+
+
+def rows_inner(kind: str, module: nn.Module, a: Tensor, b: Tensor,
+               g: dict[str, Tensor]) -> dict[str, Tensor]:
+    """<G, grad_n> per row for each of the module's own parameters present in `g`.
+
+    Args:
+        kind: from `kind_of` ("linear", "conv1d", "embedding"; norms use `norm_per_row`).
+        module: the module.
+        a: its input activations (token ids for an Embedding).
+        b: gradient of the loss with respect to its output.
+        g: parameter name ("weight"/"bias") -> (D, *param.shape) fixed matrices.
+
+    Returns:
+        parameter name -> (N, D).
+    """
+    out = {}
+    if "weight" in g:
+        w = g["weight"]
+        if kind == "linear":
+            out["weight"] = linear_rows(a, b, w)
+        elif kind == "conv1d":
+            out["weight"] = linear_rows(a, b, w.transpose(1, 2))
+        elif kind == "embedding":
+            out["weight"] = embedding_rows(a, b, w, module.padding_idx)
+        else:
+            raise ValueError(f"no factored kernel for kind {kind!r}; expected linear, conv1d "
+                             f"or embedding")
+    if "bias" in g:
+        out["bias"] = bias_rows(b, g["bias"])
+    return out

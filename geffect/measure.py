@@ -1,0 +1,240 @@
+"""`Recorder`: exact per-group, per-instance G-effects of one training step, as an xr.Dataset.
+
+G-effect (Wang et al., ICLR 2025, Definition 1): e = <grad L, grad R>, per parameter group, in
+both instance directions (see SCHEMA.md). Cost plan, reusing the training step's backward:
+
+1. While the engine runs the objective forward(s) and `rec.backward(loss)`, hooks keep each
+   hooked module's (activations, backprop) per row (norms: their tiny per-row gradients).
+   `.grad` then holds grad L exactly as a plain step would.
+2. `measure` runs each probe split forward and one backward of the summed per-instance risk
+   with `torch.autograd.grad` (so `.grad` is untouched). That backward yields the aggregate
+   risk gradient grad R_probe and, through the hooks, every probe instance's backprops, which
+   are contracted with grad L on the fly: <grad L, grad R_i> per instance and group.
+3. The stored objective rows are contracted with the grad R_probe of every probe at once:
+   the point-wise <grad L(s), grad R_probe>. No per-instance gradient is ever formed.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import xarray as xr  # noqa: F401  (the return type)
+from torch import Tensor, nn
+
+from . import kernels, record
+from .capture import Call, Capture
+from .functional import module_rows
+from .groups import GroupTable, param_groups
+from .risk import check_answers, row_risk
+from .schema import REDUCTIONS, validate
+
+
+class Recorder:
+    """Measure G-effects around one training step (see the module docstring).
+
+    Args:
+        model: the causal LM being trained (HF-style: `model(input_ids=, attention_mask=)`
+            returns `.logits`).
+        probes: probe name ("forget", "retain") -> fixed batch dict with `input_ids`,
+            `attention_mask`, `labels` (HF-style, unshifted) and `instance_id`.
+        reduction: aggregate risk over a probe's instances, "mean" or "sum".
+        attrs: provenance for the record: `config` (dict or JSON str), `model`, `method`, ...
+        probe_chunk: rows per probe forward/backward (None: the whole probe at once); smaller
+            chunks lower peak memory at some speed.
+        fallback: module paths to measure with torch.func even if a kernel exists (tests).
+        table: a precomputed `param_groups(model)`.
+    """
+
+    def __init__(self, model: nn.Module, probes: Mapping[str, Mapping], reduction: str = "mean",
+                 *, attrs: Mapping | None = None, probe_chunk: int | None = None,
+                 fallback: Sequence[str] = (), table: GroupTable | None = None):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        if not probes:
+            raise ValueError("probes: expected at least one probe batch, e.g. {'forget': batch}")
+        for p, batch in probes.items():
+            missing = {"input_ids", "attention_mask", "labels", "instance_id"} - set(batch)
+            if missing:
+                raise ValueError(f"probe {p!r}: batch lacks {sorted(missing)}")
+        self.model, self.probes, self.reduction = model, dict(probes), reduction
+        self.attrs, self.chunk = dict(attrs or {}), probe_chunk
+        self.table = table or param_groups(model)
+        self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.modules, self.kinds = {}, {}
+        for name, m in model.named_modules():
+            if any(p.requires_grad for p in m.parameters(recurse=False)):
+                self.modules[name] = m
+                self.kinds[name] = None if name in fallback else kernels.kind_of(m)
+        self.fallback_groups = sorted({self.table.names[self.table.group_of(p)]
+                                       for name, m in self.modules.items()
+                                       if self.kinds[name] is None
+                                       for p in m.parameters(recurse=False)})
+        self._cap: Capture | None = None
+        self._calls: list[Call] = []
+        self._loss, self._ids, self._pointwise_ok = float("nan"), None, False
+
+    # ---- phase 1: the training step ---------------------------------------------------------
+    def __enter__(self) -> "Recorder":
+        expand = {n for n, m in self.modules.items() if isinstance(m, nn.Embedding)}
+        self._cap = Capture(self.model, self.modules, self._keep, expand).__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._cap is not None:
+                self._cap.remove()
+        finally:
+            self._cap, self._calls = None, []
+
+    def _keep(self, call: Call, b: Tensor) -> None:
+        if self.kinds[call.name] == "norm":                         # tiny: form per-row grads
+            call.dense = kernels.norm_per_row(call.module, call.args[0], b)
+            call.args, call.kwargs = (), {}
+        else:
+            call.b = b
+        self._calls.append(call)
+
+    def backward(self, loss: Tensor | None, sample_ids: Sequence[str] | None = None) -> None:
+        """Backpropagate the objective (into `.grad`, as a plain step) and keep its rows.
+
+        Args:
+            loss: the scalar objective, or None when the engine wrote `.grad` itself (an
+                objective that owns its update); the point-wise G-effects are then NaN.
+            sample_ids: one id per captured row, in forward-call order; rows sharing an id
+                form one objective instance. None: every row is its own instance.
+        """
+        if self._cap is None:
+            raise RuntimeError("Recorder.backward must run inside `with Recorder(...) as rec:`")
+        if loss is None:
+            self._calls, self._pointwise_ok = [], False
+        else:
+            self._loss = float(loss.detach())
+            loss.backward()
+            self._pointwise_ok = True
+        self._cap.active = False
+        self._obj_rows = list(self._cap.forward_rows)
+        rows = sum(self._obj_rows)
+        if sample_ids is None:
+            sample_ids = [f"row{i}" for i in range(rows)]
+        if self._pointwise_ok and len(sample_ids) != rows:
+            raise ValueError(f"sample_ids: expected one id per captured row, {rows} rows over "
+                             f"{len(self._cap.forward_rows)} forward calls "
+                             f"{self._cap.forward_rows}; found {len(sample_ids)} ids")
+        self._ids = [str(s) for s in sample_ids]
+
+    # ---- phase 2: probes and contractions ---------------------------------------------------
+    def _own(self, call: Call) -> dict[str, nn.Parameter]:
+        return {k: p for k, p in call.module.named_parameters(recurse=False) if p.requires_grad}
+
+    def _rows(self, call: Call, b: Tensor | None, dirs: Mapping[int, Tensor]) -> dict[int, Tensor]:
+        """Group index -> (N, D) <dirs_d, grad_n> over the call's own parameters."""
+        own = self._own(call)
+        g = {k: dirs[id(p)] for k, p in own.items()}
+        kind = self.kinds[call.name]
+        if call.dense is not None:
+            res = {k: kernels.dense_rows(call.dense[k], g[k]) for k in g}
+        elif kind == "norm":
+            dense = kernels.norm_per_row(call.module, call.args[0], b)
+            res = {k: kernels.dense_rows(dense[k], g[k]) for k in g}
+        elif kind is None:
+            self._cap.active = False                                # re-running: record nothing
+            try:
+                res = module_rows(call.module, call.args, call.kwargs, b, g)
+            finally:
+                self._cap.active = self._probing
+        else:
+            a = call.args[0]
+            if kind == "embedding" and a.shape[0] != b.shape[0]:
+                a = a.expand(b.shape[0], *a.shape[1:])              # broadcast position ids
+            res = kernels.rows_inner(kind, call.module, a, b, g)
+        out: dict[int, Tensor] = {}
+        for k, v in res.items():
+            gi = self.table.group_of(own[k])
+            out[gi] = out[gi] + v if gi in out else v
+        return out
+
+    def _probe_pass(self, grad_l: dict[int, Tensor]):
+        """Per-probe aggregate risk gradients, per-instance G-effects, risks."""
+        n_g = len(self.table)
+        dirs = {k: v.unsqueeze(0) for k, v in grad_l.items()}       # (1, *shape)
+        inst, risks, bufs, offset = [], [], {}, [0]
+
+        def on_probe(call: Call, b: Tensor) -> None:
+            for gi, v in self._rows(call, b, dirs).items():
+                block[:, gi] += v[:, 0]
+
+        self._cap.on_backprop, self._probing = on_probe, True
+        try:
+            for p, batch in self.probes.items():
+                labels = batch["labels"]
+                check_answers(labels, f"probe {p!r}")
+                n = labels.shape[0]
+                step = self.chunk or n
+                buf = [torch.zeros_like(q) for _, q in self.params]
+                for lo in range(0, n, step):
+                    sl = slice(lo, min(lo + step, n))
+                    dt = self.params[0][1].dtype
+                    block = torch.zeros(sl.stop - lo, n_g, dtype=dt)  # (n, G)
+                    self._cap.active = True
+                    with torch.enable_grad():
+                        out = self.model(input_ids=batch["input_ids"][sl],
+                                         attention_mask=batch["attention_mask"][sl])
+                        r = row_risk(out.logits, labels[sl])       # (n,)
+                        del out
+                        grads = torch.autograd.grad(r.sum(), [q for _, q in self.params],
+                                                    allow_unused=True)
+                    self._cap.active = False
+                    for acc, gr in zip(buf, grads):
+                        if gr is not None:
+                            acc += gr
+                    inst.append(block)
+                    risks.append(r.detach())
+                scale = 1.0 / n if self.reduction == "mean" else 1.0
+                bufs[p] = {id(q): acc.mul_(scale) for (_, q), acc in zip(self.params, buf)}
+        finally:
+            self._cap.active, self._probing = False, False
+        return torch.cat(inst), torch.cat(risks), bufs
+
+    @torch.no_grad()
+    def _pointwise(self, bufs: dict[str, dict[int, Tensor]]) -> Tensor:
+        """(rows, P, G) <grad L(row), grad R_probe> per captured objective row."""
+        rows = sum(self._obj_rows)
+        starts = np.concatenate([[0], np.cumsum(self._obj_rows)])
+        names = list(bufs)
+        dirs = {k: torch.stack([bufs[p][k] for p in names]) for k in bufs[names[0]]}
+        dt = self.params[0][1].dtype
+        out = torch.zeros(rows, len(names), len(self.table), dtype=dt)  # (rows, P, G)
+        self._probing = False
+        for call in self._calls:
+            lo = int(starts[call.forward])
+            for gi, v in self._rows(call, call.b, dirs).items():
+                out[lo:lo + v.shape[0], :, gi] += v                  # (N, P)
+        return out
+
+    def measure(self, step: int, divergence: Mapping[str, Mapping] | None = None,
+                sga=None) -> xr.Dataset:
+        """Run the probes and return this step's record (dims step=1, see SCHEMA.md).
+
+        Args:
+            step: the training step.
+            divergence: {"forget": batch_f, "normal": batch_n} (the step's SGA rows) to also
+                record the GA-vs-SGA Gram, cosine, norm ratio and r*; None to skip.
+            sga: optional object or dict with `k` and `convention` (default: K inferred from
+                the batch sizes, convention "gls").
+        """
+        if self._cap is None or self._ids is None:
+            raise RuntimeError("Recorder.measure needs rec.backward(...) first, inside the block")
+        grad_l = {id(p): (p.grad.detach() if p.grad is not None else torch.zeros_like(p))
+                  for _, p in self.params}
+        inst, risk, bufs = self._probe_pass(grad_l)
+        pw = self._pointwise(bufs) if self._pointwise_ok else None
+        self._calls = []
+        ds = record.assemble(self, step, grad_l, inst, risk, bufs, pw)
+        if divergence is not None:
+            div = record.divergence(self, step, grad_l, divergence, sga)
+            ds = ds.merge(div, combine_attrs="override")
+            ds.attrs.update(div.attrs)
+        return validate(ds)
+
+    _probing = False

@@ -132,6 +132,12 @@ def best_rate_per_metric(metrics: xr.Dataset) -> dict[str, tuple[float, float]]:
     return out
 
 
+def ties(metrics: xr.Dataset, metric: str, value: float) -> list[float]:
+    """The rates whose final `metric` equals `value` (to 1e-9 relative): several means a tie."""
+    hit = np.isclose(metrics[metric].values, value, rtol=1e-9, atol=0)
+    return sorted(float(r) for r in metrics.smoothing_rate.values[hit])
+
+
 def _grid_step(rates: np.ndarray, r: float) -> float:
     """Half the distance to the nearest other grid rate: the resolution of the empirical best."""
     others = np.abs(np.unique(rates[np.isfinite(rates)]) - r)
@@ -259,8 +265,10 @@ def check(sweep: xr.Dataset, tradeoffs: list[Tradeoff] | None = None) -> TheoryR
                          f"10-90% [{pooled['q10']:+.3f}, {pooled['q90']:+.3f}] over {pooled['n']} steps")
         for m, (r, v) in best_rate_per_metric(sub).items():
             best[(conv, m)] = r
+            tied = ties(sub, m, v)
+            tie = f"; tied at r = {', '.join(f'{t:+g}' for t in tied)}: no preference" if len(tied) > 1 else ""
             lines.append(f"  best r for {m:20s} ({'higher' if DIRECTIONS[m] > 0 else 'lower'} better): "
-                         f"{r:+.3f} (value {v:.4g})")
+                         f"{r:+.3f} (value {v:.4g}{tie})")
         for t in tradeoffs:
             run = t.best(sub)
             if run is None:

@@ -102,3 +102,9 @@ def test_first_order_needs_consecutive_steps():
     g = testing.geffect_run_record(n_steps=6).isel(step=[0, 2, 4])
     with pytest.raises(ValueError, match="consecutive steps"):
         theory.first_order(g)
+
+
+def test_ties_are_reported(sweep_record):
+    rep = theory.check(sweep_record)
+    line = [l for l in rep.text.splitlines() if "best r for nll_retain" in l][0]
+    assert "tied at r = -0.5, +0, +0.4, +0.8" in line               # every run's retain NLL is 1.5

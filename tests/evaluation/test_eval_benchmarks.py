@@ -78,6 +78,8 @@ def test_tofu_numbers_match_a_slow_loop(model, tok, tofu_ds):
     i = 3 * N + 1
     assert ds.split.values[i] == "world_facts"
     assert ds.probability.values[0, i] == pytest.approx(p[0] / p.sum(), rel=1e-9)
+    # no paraphrase on world facts: the gold answer stands in for it
+    assert ds.truth_ratio.values[0, i] == pytest.approx(p[1:].mean() / p[0], rel=1e-9)
 
 
 def test_tofu_summary_is_the_documented_aggregate(tofu_ds):

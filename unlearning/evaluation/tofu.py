@@ -48,13 +48,14 @@ def _qa_set(model, tok, recs: list[dict], name: str, *, batch_size: int, max_new
     n, k = len(recs), len(recs[0]["perturbed_answer"])
     if any(len(r["perturbed_answer"]) != k for r in recs):
         raise ValueError(f"tofu {name}: expected {k} perturbed answers per record throughout")
-    para_key = "paraphrased_answer" if "paraphrased_answer" in recs[0] else "answer"
+    has_para = "paraphrased_answer" in recs[0]       # else the gold answer is the paraphrase
     pairs = [(r["question"], r["answer"]) for r in recs]
-    pairs += [(r["question"], r[para_key]) for r in recs]
+    pairs += [(r["question"], r["paraphrased_answer"]) for r in recs] if has_para else []
     pairs += [(r["question"], a) for r in recs for a in r["perturbed_answer"]]
     sc = score_qa(model, tok, pairs, batch_size=batch_size, progress=progress, desc=f"tofu {name}")
-    nll = sc.nll                                                     # (N * (2 + K),)
-    gt, para, pert = nll[:n], nll[n: 2 * n], nll[2 * n:].reshape(n, k)
+    nll = sc.nll                                                     # (N * (1 + [1] + K),)
+    gt, m = nll[:n], (2 * n if has_para else n)
+    para, pert = (nll[n: m] if has_para else gt), nll[m:].reshape(n, k)
     gold = sc.take(slice(0, n))
     r = stats.truth_ratio(para, pert)                                # (N,)
     values = {"nll": gt, "perplexity": np.exp(gt), "truth_ratio": r,

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import geffect
 from geffect.io import append_record, open_record, write_record
+from geffect.schema import make_attrs
 
 from .checkpoint import checkpoints, load_state, save_checkpoint
 from .config import RunConfig
@@ -93,11 +94,15 @@ def mean_nll(model, batch: dict) -> float:
     return float(split_outputs(model, batch).nll.mean())
 
 
+def _num(x) -> float:
+    return float(x.detach()) if torch.is_tensor(x) else float(x)
+
+
 def train_step_record(step, loss, grad_norm, lr, nll_f, nll_r) -> xr.Dataset:
     terms = sorted(loss.terms)
     return xr.Dataset(
-        {"loss": ("step", [float(loss.total)]),
-         "loss_term": (("step", "term"), [[float(loss.terms[t]) for t in terms]]),
+        {"loss": ("step", [_num(loss.total)]),
+         "loss_term": (("step", "term"), [[_num(loss.terms[t]) for t in terms]]),
          "grad_norm": ("step", [grad_norm]), "lr": ("step", [lr]),
          "nll_forget": ("step", [nll_f]), "nll_retain": ("step", [nll_r])},
         coords={"step": [step], "term": terms})
@@ -115,6 +120,8 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
     start = load_state(done[-1])["step"] if done else 0
     model, tok = load_model(str(done[-1]) if done else cfg.model, dtype=dtype, seed=cfg.seed)
     ref = load_model(cfg.ref_model or cfg.model, dtype=dtype, seed=cfg.seed)[0] if objective.needs_ref else None
+    if hasattr(objective, "bind"):               # objectives sized by the model (RMU's layer)
+        objective = objective.bind(model)
     hidden_layers = tuple(getattr(objective, "hidden_layers", ()))
     trainable = getattr(objective, "trainable", None)
     params = []
@@ -135,11 +142,11 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
         state = load_state(done[-1])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-    for name in ("train.nc", "geffect.nc", "eval.nc"):
-        _truncate(out / name, start)
+    for name in ("train", "geffect", "eval"):
+        _truncate(out / f"{name}.nc", start, name)
     probes = _probes(task, cfg) if cfg.geffect_every else None
-    attrs = {"config": cfg.to_json(), "method": cfg.method, "model": cfg.model,
-             "normal_strategy": task.normal_strategy}
+    attrs = make_attrs(config=cfg.to_json(), model=cfg.model, method=cfg.method, kind="train",
+                       normal_strategy=task.normal_strategy)
     if cfg.eval_every and start == 0:
         _evaluate(model, tok, cfg, out, 0, attrs)
 
@@ -169,7 +176,7 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
                     rec.backward(total.total, sample_ids=[i for b in micro for i in sample_ids(objective, b)])
                 div = ({"forget": micro[0]["forget"], "normal": micro[0]["normal"]}
                        if "normal" in objective.splits else None)
-                gds = rec.measure(step=step, divergence=div, **({"k": objective.k} if div else {}))
+                gds = rec.measure(step=step, divergence=div, sga=objective if div else None)
         loss = _mean_loss(losses)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
         lr = sched.get_last_lr()[0]
@@ -177,18 +184,22 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
             lr = objective.learning_rate(step, lr, lambda eta: _loss_at(model, params, objective, micro[0], hidden_layers, ref, eta))
             for g in opt.param_groups:
                 g["lr"] = lr
-        nll_f = float(loss.terms.get("forget_nll", mean_nll(model, micro[0]["forget"]) if "forget" in micro[0] else np.nan))
+        nll_f = (_num(loss.terms["forget_nll"]) if "forget_nll" in loss.terms
+                 else mean_nll(model, micro[0]["forget"]) if "forget" in micro[0] else np.nan)
         nll_r = mean_nll(model, micro[0]["retain"] if "retain" in micro[0] else task.batch(step, cfg.batch_size, ("retain",), cfg.seed)["retain"])
         opt.step()
         sched.step()
-        append_record(train_step_record(step, loss, grad_norm, lr, nll_f, nll_r).assign_attrs(attrs), out / "train.nc", kind="train")
+        append_record(train_step_record(step, loss, grad_norm, lr, nll_f, nll_r).assign_attrs(attrs),
+                      out / "train.nc", "train")
         if measure:
-            append_record(gds.assign_attrs(attrs), out / "geffect.nc")
+            append_record(gds.assign_attrs(config=attrs["config"], model=cfg.model,
+                                           method=cfg.method), out / "geffect.nc", "geffect")
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save_checkpoint(out / "checkpoints", step + 1, model, tok, opt, sched)
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
             _evaluate(model, tok, cfg, out, step + 1, attrs)
-    if not done or load_state(done[-1])["step"] != cfg.steps:
+    last = checkpoints(out / "checkpoints")
+    if not last or load_state(last[-1])["step"] != cfg.steps:
         save_checkpoint(out / "checkpoints", cfg.steps, model, tok, opt, sched)
     return out
 
@@ -251,22 +262,22 @@ def _evaluate(model, tok, cfg: RunConfig, out: Path, step: int, attrs: dict) -> 
 def _diverged(out: Path, step, model, tok, opt, sched, loss) -> None:
     """Save the still-finite parameters (state after `step` steps) and stop with a clear error."""
     ckpt = save_checkpoint(out / "checkpoints", step, model, tok, opt, sched)
-    terms = {k: float(v) for k, v in loss.terms.items()}
-    raise DivergedError(f"objective is {float(loss.total)} at step {step} (terms {terms}); the "
+    terms = {k: _num(v) for k, v in loss.terms.items()}
+    raise DivergedError(f"objective is {_num(loss.total)} at step {step} (terms {terms}); the "
                         f"last good parameters are saved in {ckpt}, the training record up to "
                         f"step {step - 1} in {out / 'train.nc'}")
 
 
-def _truncate(path: Path, start: int) -> None:
+def _truncate(path: Path, start: int, kind: str) -> None:
     """Drop record steps >= start (a resumed run recomputes them); a fresh run starts clean."""
     if not path.exists():
         return
     if start == 0:
         path.unlink()
         return
-    ds = open_record(path, validate=False)
+    ds = open_record(path, kind)
     if int(ds.step.max()) >= start:
-        write_record(ds.sel(step=ds.step < start), path, validate=False)
+        write_record(ds.sel(step=ds.step < start), path, kind)
 
 
 def _check_resumable(out: Path, cfg: RunConfig) -> None:

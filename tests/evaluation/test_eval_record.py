@@ -55,3 +55,14 @@ def test_part_rejects_unknown_variables_and_wrong_lengths():
         Part("forget", ["a"], {"accuracy": np.array([1.0])})
     with pytest.raises(ValueError, match="2 values for 1 instances"):
         Part("forget", ["a"], {"nll": np.array([1.0, 2.0])})
+
+
+def test_table_markdown_marks_missing_numbers():
+    from unlearning.evaluation.table import COLUMNS, markdown
+
+    md = markdown({"before": {"forget_Q_A_Prob": 0.5, "forget_quality": None, "seconds": 12.4},
+                   "ga": {c: 0.25 for c in COLUMNS}})
+    lines = md.splitlines()
+    assert lines[0].startswith("| model | forget_Q_A_Prob |") and len(lines) == 4
+    assert lines[2].startswith("| before | 0.500 | n/a |") and lines[2].endswith("| 12 |")
+    assert lines[3] == "| ga | " + " | ".join(["0.250"] * len(COLUMNS)) + " | 0 |"

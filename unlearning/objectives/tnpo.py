@@ -40,9 +40,12 @@ class TNPOForget:
 
     beta: float = 0.1
     alpha: float = 0.0
-    name: ClassVar[str] = "tnpo"
     splits: ClassVar[tuple[str, ...]] = ("forget",)
     needs_ref: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return "tnpo" if self.alpha == 0 else "wtnpo"
 
     def __call__(self, out: Outputs) -> Loss:
         f = out["forget"]

@@ -32,9 +32,9 @@ def sweep(base: RunConfig, rates: list[float], conventions: list[str], out: Path
             if not (done and load_state(done[-1])["step"] >= cfg.steps):
                 run(cfg, progress=progress)
             dirs.append(Path(cfg.out))
-    try:
-        from analysis.reduce import combine_runs
-        combine_runs(dirs).to_netcdf(out / "sweep.nc")
-    except ImportError:
-        pass
+    from analysis.reduce import combine_runs
+
+    tmp = out / "sweep.nc.tmp"
+    combine_runs(dirs).to_netcdf(tmp)
+    tmp.replace(out / "sweep.nc")                   # atomic: readers never see half a file
     return dirs

@@ -12,8 +12,9 @@
     <run>_first_order     measured vs predicted change of the probe risks (G-effects at
                           consecutive steps)
     smoothing_rate        the smoothing-rate study: metrics vs r with the empirical best and the
-                          recorded r*, and the r* trajectory (two or more runs with an r and
-                          an evaluation record); its verdict goes to `theory.txt`
+                          recorded r*, and the r* trajectory (two or more SGA runs; GA runs
+                          join as r = 0)
+    theory.txt            the smoothing-rate verdict and each run's first-order check
 
 Figures are built on `matplotlib.figure.Figure` directly (no pyplot state, any backend).
 """
@@ -106,24 +107,40 @@ def run_figures(run: Run, out: Path) -> list[Path]:
     return written
 
 
-def study_figures(combined: xr.Dataset, out: Path) -> list[Path]:
+def study_figures(combined: xr.Dataset, out: Path) -> tuple[list[Path], str]:
+    """The smoothing-rate figure and the verdict text (two or more runs with an r)."""
     rated = combined.smoothing_rate.notnull()
-    if int(rated.sum()) < 2 or "summary" not in combined and "nll_forget" not in combined:
-        return []
+    if int(((combined.method == "sga") & rated).sum()) < 2:     # a sweep: two SGA rates at least
+        return [], ""
     sweep = combined.sel(run=rated)
     report = theory.check(sweep)
     metrics = [m for m in ("model_utility", "nll_forget") if m in report.metrics]
     ncols = len(metrics) + ("r_star" in sweep)
+    if ncols == 0:
+        return [], report.text
     fig, ax = _grid(1, ncols)
     for a, m in zip(ax.ravel(), metrics):
         plots.plot_smoothing_study(sweep, a, metric=m)
     if "r_star" in sweep:
-        best = next((r for (conv, m), r in report.best.items() if m == "model_utility"), None)
+        key = "model_utility" if "model_utility" in report.metrics else "nll_forget"
+        best = next((r for (conv, m), r in report.best.items() if m == key), None)
         plots.plot_r_star(sweep, ax[0, -1], best_r=best)
-    written = _save(fig, out, "smoothing_rate")
-    text = out / "theory.txt"
-    text.write_text(report.text + "\n")
-    return written + [text]
+    return _save(fig, out, "smoothing_rate"), report.text
+
+
+def first_order_texts(runs: list[Run]) -> str:
+    """The first-order check of every run with G-effects at consecutive steps."""
+    parts = []
+    for run in runs:
+        g = run.geffect
+        steps = set(g["step"].values.tolist()) if g is not None else set()
+        if g is None or "risk" not in g or not any(s + 1 in steps for s in steps):
+            continue
+        text = theory.first_order_text(theory.first_order(g, run.train),
+                                       optimizer=str(run.config.get("optimizer", "")),
+                                       clipped=bool(run.config.get("max_grad_norm")))
+        parts.append(f"[{run.name}: {run.label}] {text}")
+    return "\n\n".join(parts)
 
 
 def write_figures(run_dirs: list[Path], out: Path) -> list[Path]:
@@ -137,10 +154,16 @@ def write_figures(run_dirs: list[Path], out: Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     combined = reduce.combine_runs(paths)
+    runs = [load_run(p) for p in paths]
     written = comparison_figures(combined, out)
-    for path in paths:
-        written += run_figures(load_run(path), out)
-    written += study_figures(combined, out)
+    for run in runs:
+        written += run_figures(run, out)
+    study, verdict = study_figures(combined, out)
+    written += study
+    text = "\n\n".join(t for t in (verdict, first_order_texts(runs)) if t)
+    if text:
+        (out / "theory.txt").write_text(text + "\n")
+        written.append(out / "theory.txt")
     (out / "figures.json").write_text(json.dumps({"runs": [str(p) for p in paths],
                                                   "files": [p.name for p in written]}, indent=1))
     return written

@@ -249,13 +249,28 @@ def combine_runs(run_dirs: list[Path | str]) -> xr.Dataset:
     return ds
 
 
+def _nll_source(sweep: xr.Dataset, split: str) -> tuple[xr.DataArray, str] | None:
+    """Where a run's forget / retain NLL comes from, best first (see `final_metrics`)."""
+    if "eval_nll" in sweep and split in sweep["split"].values:
+        src = sweep["eval_nll"].sel(split=split, drop=True)
+        if bool(src.notnull().any()):
+            return src, "eval_step"
+    if "probe_risk" in sweep and bool(sweep["probe_risk"].sel(probe=split).notnull().any()):
+        return sweep["probe_risk"].sel(probe=split, drop=True), "step"
+    if f"nll_{split}" in sweep:
+        return sweep[f"nll_{split}"], "step"
+    return None
+
+
 def final_metrics(sweep: xr.Dataset) -> xr.Dataset:
     """Per run, the final value of every evaluation metric and of the forget/retain NLL.
 
     Evaluation metrics are the last evaluated step of `summary` (`initial_<metric>` is the
-    first). `nll_forget` / `nll_retain` are the evaluation record's mean NLL on the forget /
-    retain split when it has one, otherwise the training record's last batch NLL; their
-    `initial_` values likewise come from the first evaluated (or trained) step.
+    first). `nll_forget` / `nll_retain` come from, in this order: the evaluation record's mean
+    NLL on the forget / retain split; the G-effect record's probe risk (fixed probe instances,
+    measured before each step's update, so the last value lags one step); the training
+    record's batch NLL (noisy: a different batch each step). Their `initial_` values come from
+    the first step of the same source.
     """
     out = xr.Dataset(coords={c: sweep[c] for c in sweep["run"].coords})
     if "summary" in sweep:
@@ -264,11 +279,9 @@ def final_metrics(sweep: xr.Dataset) -> xr.Dataset:
             out[str(m)] = last_valid(s, "eval_step")
             out[f"initial_{m}"] = first_valid(s, "eval_step")
     for split in PROBES:
-        name = f"nll_{split}"
-        has_eval = "eval_nll" in sweep and split in sweep.split.values
-        src, dim = ((sweep["eval_nll"].sel(split=split, drop=True), "eval_step") if has_eval
-                    else (sweep[name], "step") if name in sweep else (None, None))
-        if src is not None:
-            out[name] = last_valid(src, dim)
-            out[f"initial_{name}"] = first_valid(src, dim)
+        found = _nll_source(sweep, split)
+        if found is not None:
+            src, dim = found
+            out[f"nll_{split}"] = last_valid(src, dim)
+            out[f"initial_nll_{split}"] = first_valid(src, dim)
     return out

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from analysis.figures import write_figures
+from analysis.figures import study_figures, write_figures
 
 
 def _listing(dirs):
@@ -15,7 +15,7 @@ def test_write_figures_writes_named_png_and_pdf(method_dirs, tmp_path, monkeypat
     before = _listing(method_dirs)
     out = tmp_path / "figs"
     written = write_figures(method_dirs, out)
-    stems = {"geffect_curves", "training_stability", "smoothing_rate"}
+    stems = {"geffect_curves", "training_stability"}
     for run in ("ga", "npo", "sga"):
         stems |= {f"{run}_geffect_bands", f"{run}_layer_heatmap", f"{run}_pointwise", f"{run}_first_order"}
     stems.add("sga_divergence")
@@ -28,7 +28,16 @@ def test_write_figures_writes_named_png_and_pdf(method_dirs, tmp_path, monkeypat
             assert head.startswith(b"\x89PNG")
         elif p.suffix == ".pdf":
             assert head.startswith(b"%PDF")
-    assert "trade-off" in (out / "theory.txt").read_text()
+    theory_text = (out / "theory.txt").read_text()
+    assert "trade-off" not in theory_text                          # one SGA run is no sweep
+    assert theory_text.count("First-order check") == 3 and "[npo: npo]" in theory_text
     assert json.loads((out / "figures.json").read_text())["files"] == [p.name for p in written]
     assert list(tmp_path.iterdir()) == [out]                       # nothing beside `out`
     assert _listing(method_dirs) == before                          # records untouched
+
+
+def test_sweep_gets_the_smoothing_rate_figure_and_verdict(sweep_record, tmp_path):
+    written, text = study_figures(sweep_record, tmp_path)
+    assert [p.name for p in written] == ["smoothing_rate.png", "smoothing_rate.pdf"]
+    assert "best r = +0.400" in text and "CONSISTENT" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smoothing_rate.pdf", "smoothing_rate.png"]

@@ -21,7 +21,9 @@ ENGINE = "netcdf4"
 def _kind(ds: xr.Dataset, kind: str | None) -> str:
     if kind is not None:
         return kind
-    return "geffect" if "geffect" in ds.data_vars else "train"
+    if "geffect" in ds.data_vars:
+        return "geffect"
+    return "eval" if "summary" in ds.data_vars else "train"
 
 
 def _strings_filled(ds: xr.Dataset) -> xr.Dataset:

@@ -83,6 +83,10 @@ GEFFECT_VARS = {
     "r_star_group": Var(("step", "group"), required=False),
 }
 
+EVAL_VARS = {          # unlearning.evaluation's record; per-instance metrics are optional
+    "summary": Var(("step", "metric")),
+}
+
 TRAIN_VARS = {
     "loss": Var(("step",)),
     "loss_term": Var(("step", "term")),
@@ -100,7 +104,15 @@ GEFFECT_COORDS = {
     "n_tokens": ("instance", "i"), "probe": ("probe", "U"), "sample": ("sample", "i"),
 }
 TRAIN_COORDS = {"step": ("step", "i"), "term": ("term", "U")}
+EVAL_COORDS = {"step": ("step", "i"), "metric": ("metric", "U"), "instance": ("instance", "i"),
+               "instance_id": ("instance", "U"), "split": ("instance", "U"),
+               "n_tokens": ("instance", "i")}
+EVAL_ATTRS = ("benchmark", "model", "created_at", "creation_library",
+              "creation_library_version")
 DIVERGENCE_COORDS = {"split_a": ("split_a", "U"), "split_b": ("split_b", "U")}
+
+
+KINDS = ("geffect", "train", "eval")
 
 
 class SchemaError(ValueError):
@@ -194,10 +206,12 @@ def validate(ds, kind: str = "geffect"):
 
     Args:
         ds: an `xarray.Dataset`.
-        kind: "geffect" (the G-effect record) or "train" (the engine's training record).
+        kind: "geffect" (the G-effect record), "train" (the engine's training record) or
+            "eval" (`unlearning.evaluation`'s record: `summary (step, metric)` and optional
+            per-instance `(step, instance)` metrics).
     """
-    if kind not in ("geffect", "train"):
-        raise SchemaError(f"kind must be 'geffect' or 'train', found {kind!r}")
+    if kind not in KINDS:
+        raise SchemaError(f"kind must be one of {KINDS}, found {kind!r}")
     if not hasattr(ds, "data_vars"):
         raise SchemaError(f"expected an xarray.Dataset, found {type(ds).__name__}")
     errors: list[str] = []
@@ -208,6 +222,15 @@ def validate(ds, kind: str = "geffect"):
         if "gram" in ds.data_vars:
             _check_coords(ds, DIVERGENCE_COORDS, errors)
         _check_attrs(ds, REQUIRED_ATTRS + GEFFECT_ATTRS, errors)
+    elif kind == "eval":
+        _check_var(ds, "summary", EVAL_VARS["summary"], errors)
+        for name in ds.data_vars:
+            dims = tuple(d for d in ds[name].dims if d != "run")
+            if name != "summary" and dims != ("step", "instance"):
+                errors.append(f"variable {name!r}: per-instance metrics expect dims "
+                              f"('step', 'instance'), found {ds[name].dims}")
+        _check_coords(ds, EVAL_COORDS, errors)
+        _check_attrs(ds, EVAL_ATTRS, errors)
     else:
         for name, spec in TRAIN_VARS.items():
             _check_var(ds, name, spec, errors)

@@ -75,3 +75,31 @@ def test_schema_and_testing_do_not_import_torch():
     code = ("import sys, geffect, geffect.schema, geffect.testing; geffect.fake_record(); "
             "geffect.validate(geffect.fake_record()); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _eval_record(step=0):
+    from unlearning.evaluation.record import Part, build_record
+
+    part = Part("forget", ["tofu/1", "tofu/2"], {"nll": np.array([1.0, 2.0])}, np.array([3, 4]))
+    return build_record([part], {"forget_nll": 1.5}, benchmark="tofu", model_name="m", step=step)
+
+
+def test_eval_records_validate_append_and_name_what_is_wrong(tmp_path):
+    from geffect.io import append_record, open_record
+
+    ds = _eval_record()
+    assert validate(ds, kind="eval") is ds
+    path = tmp_path / "eval.nc"
+    append_record(ds, path)                                     # kind detected from `summary`
+    append_record(_eval_record(step=5), path)
+    back = open_record(path, kind="eval")
+    assert back.step.values.tolist() == [0, 5]
+    assert back.nll.sel(step=5).values.tolist() == [1.0, 2.0]
+    with pytest.raises(SchemaError, match="missing variable 'summary'"):
+        validate(ds.drop_vars("summary"), kind="eval")
+    with pytest.raises(SchemaError, match=r"'nll': per-instance metrics expect dims"):
+        validate(ds.assign(nll=ds.nll.isel(step=0)), kind="eval")
+    with pytest.raises(SchemaError, match="missing attr 'benchmark'|benchmark"):
+        validate(ds.drop_attrs(), kind="eval")
+    with pytest.raises(SchemaError, match="kind must be one of"):
+        validate(ds, kind="evaluation")

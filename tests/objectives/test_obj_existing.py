@@ -115,9 +115,6 @@ def test_retain_kl_is_zero_against_itself_and_needs_ref():
     assert RetainKL.needs_ref and not RetainNLL.needs_ref
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="compose.RetainKL reads ref_logits directly; without reference outputs "
-                          "it fails with a TypeError instead of base's ValueError naming needs_ref")
 def test_retain_kl_without_reference_raises_a_clear_error():
     with pytest.raises(ValueError, match="needs_ref"):
         RetainKL()({"retain": table_outputs([[-1.0, -2.0, None]])})

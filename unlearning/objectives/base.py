@@ -176,6 +176,9 @@ def answer_kl(logits: Tensor, ref_logits: Tensor, mask: Tensor) -> Tensor:
     The open-unlearning reference code averages over every position, padding and prompt
     included; that mixes in tokens nobody asked to preserve, so we average over answer tokens.
     """
+    if ref_logits is None:
+        raise ValueError("answer_kl needs reference logits, but this split has none "
+                         "(the objective must declare needs_ref = True)")
     logp = torch.log_softmax(logits, dim=-1)                        # (B, T, V)
     logq = torch.log_softmax(ref_logits, dim=-1)                    # (B, T, V)
     kl = (logq.exp() * (logq - logp)).sum(-1)                       # (B, T)

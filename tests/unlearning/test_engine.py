@@ -128,3 +128,20 @@ def test_cli_rejects_unknown_method_and_foreign_hyperparameters(tmp_path, capsys
         cli(["unlearn", "--method", "ga", "--smoothing-rate", "0.5", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="unknown tofu split 'forget3'"):
         cli(["unlearn", "--method", "ga", "--forget-split", "forget3", "--out", str(tmp_path / "x")])
+
+
+def test_eval_every_writes_the_summary_per_step(tmp_path):
+    from unlearning.evaluation import evaluate
+
+    cfg = tiny_cfg(tmp_path, method="ga", steps=2, eval_every=2, eval_max_instances=2)
+    run = engine.run(cfg, progress=False)
+    ev = open_record(run / "eval.nc", kind="eval")
+    assert ev.step.values.tolist() == [0, 2]                       # before training, then every 2
+    assert ev.attrs["method"] == "ga" and RunConfig.from_json(ev.attrs["config"]) == cfg
+    # the step-0 evaluation is the untrained model's
+    model, tok = load_model("tiny-llama")
+    fresh = evaluate(model, tok, "tofu", forget_split="forget01", max_instances=2, step=0,
+                     progress=False)
+    xr.testing.assert_allclose(ev.nll.sel(step=0), fresh.nll.sel(step=0), rtol=1e-5)
+    f = ev.summary.sel(metric="forget_Q_A_Prob")
+    assert f.sel(step=2) < f.sel(step=0)                            # GA lowered forget probability

@@ -80,7 +80,7 @@ def cmd_finetune(args) -> None:
 def cmd_eval(args) -> None:
     from .evaluation import evaluate, summary_json
     from .models import load_model
-    from geffect.io import write_record
+    from .engine import save_eval
     import json
 
     model, tok = load_model(args.model)
@@ -88,7 +88,7 @@ def cmd_eval(args) -> None:
                   max_instances=args.max_instances, retain_truth_ratios=args.retain_truth_ratios)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_record(ds, out / "eval.nc", kind="eval")
+    save_eval(ds, out / "eval.nc", append=False)
     summary = summary_json(ds)
     (out / "eval_summary.json").write_text(json.dumps(summary, indent=1))
     for k, v in summary.items():

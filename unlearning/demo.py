@@ -53,11 +53,9 @@ def _table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from geffect.io import append_record, write_record
-
     from .config import RunConfig
     from .data import load_split
-    from .engine import run
+    from .engine import run, save_eval
     from .evaluation import evaluate, summary_json, tofu_truth_ratios
     from .finetune import finetune
     from .models import cache_dir, load_model
@@ -114,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         run_dirs.append(run_dir)
         model, tok = load_model(str(checkpoints(run_dir / "checkpoints")[-1]))
         after = evaluate(model, tok, "tofu", step=p["steps"], **eval_kw)
-        write_record(before, run_dir / "eval.nc", kind="eval")
-        append_record(after, run_dir / "eval.nc", kind="eval")
+        save_eval(before, run_dir / "eval.nc", append=False)
+        save_eval(after, run_dir / "eval.nc")
         rows.append({"model": f"{method} (after)", "forget NLL": _nll(model, tok, forget, p["max_length"]),
                      "retain NLL": _nll(model, tok, retain, p["max_length"]), **_summary(after)})
 

@@ -247,6 +247,13 @@ def _probes(task, cfg: RunConfig) -> dict:
             "retain": task.encode(task.retain[:cfg.probe_retain])}
 
 
+def save_eval(ds, path: Path, *, append: bool = True) -> Path:
+    """Write an evaluation record (schema kind "eval") atomically; append along step or replace."""
+    if not append:
+        return write_record(ds, path, kind="eval")
+    return append_record(ds, path, kind="eval")
+
+
 def _evaluate(model, tok, cfg: RunConfig, out: Path, step: int, attrs: dict) -> None:
     from .evaluation import evaluate
 
@@ -256,7 +263,7 @@ def _evaluate(model, tok, cfg: RunConfig, out: Path, step: int, attrs: dict) -> 
                   max_instances=cfg.eval_max_instances, retain_truth_ratios=cfg.retain_truth_ratios,
                   step=step, progress=False)
     model.train(was_training)
-    append_record(ds.assign_attrs(attrs), out / "eval.nc", kind="eval")
+    save_eval(ds.assign_attrs(attrs), out / "eval.nc")
 
 
 def _diverged(out: Path, step, model, tok, opt, sched, loss) -> None:

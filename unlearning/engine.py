@@ -105,7 +105,7 @@ def train_step_record(step, loss, grad_norm, lr, nll_f, nll_r) -> xr.Dataset:
          "loss_term": (("step", "term"), [[_num(loss.terms[t]) for t in terms]]),
          "grad_norm": ("step", [grad_norm]), "lr": ("step", [lr]),
          "nll_forget": ("step", [nll_f]), "nll_retain": ("step", [nll_r])},
-        coords={"step": [step], "term": terms})
+        coords={"step": [step], "term": np.array(terms, dtype=str)})
 
 
 def run(cfg: RunConfig, *, progress: bool = True) -> Path:

@@ -41,3 +41,10 @@ def test_sweep_runs_the_grid_skips_finished_runs_and_combines(tmp_path):
     stamp = (dirs[0] / "train.nc").stat().st_mtime
     sweep(base, [-0.5], ["gls"], tmp_path, progress=False)
     assert (dirs[0] / "train.nc").stat().st_mtime == stamp        # finished: skipped
+    # the combined record carries r* and the smoothing-rate figure and verdict come out of it
+    assert "r_star" in combined and bool(combined.r_star.notnull().any())
+    from analysis.figures import write_figures
+
+    names = {p.name for p in write_figures(dirs, tmp_path / "figs")}
+    assert {"smoothing_rate.png", "smoothing_rate.pdf", "theory.txt"} <= names
+    assert "r*" in (tmp_path / "figs" / "theory.txt").read_text()

@@ -23,12 +23,16 @@ import numpy as np
 PRESETS = {
     # ~15 minutes on a 2-core CPU (first run, fine-tuning included)
     "cpu": dict(model="smollm2-135m", forget_split="forget01", n_retain=20, ft_epochs=2,
-                ft_batch=8, ft_lr=1e-4, steps=6, batch_size=4, lr=3e-5, k=3, eval_max=12,
-                probes=8, max_length=128, methods=("ga", "sga", "npo")),
+                ft_batch=8, ft_lr=1e-4, steps=6, batch_size=4, lr=3e-5, k=3, eval_max=8,
+                gen_tokens=24, probes=8, max_length=128, methods=("ga", "sga", "npo")),
+    # the same story on a random tiny model in seconds (tests; numbers mean nothing)
+    "tiny": dict(model="tiny-llama", forget_split="forget01", n_retain=4, ft_epochs=1,
+                 ft_batch=8, ft_lr=1e-3, steps=2, batch_size=2, lr=1e-3, k=3, eval_max=2,
+                 gen_tokens=4, probes=2, max_length=256, methods=("ga", "sga", "npo")),
     # the TOFU protocol at full size, for a GPU
     "gpu": dict(model="smollm2-135m", forget_split="forget05", n_retain=3800, ft_epochs=5,
                 ft_batch=32, ft_lr=1e-5, steps=125, batch_size=32, lr=1e-5, k=4, eval_max=None,
-                probes=32, max_length=256, methods=("ga", "sga", "npo", "graddiff", "wga", "tnpo")),
+                gen_tokens=200, probes=32, max_length=256, methods=("ga", "sga", "npo", "graddiff", "wga", "tnpo")),
 }
 HPARAMS = {"sga": {"r": 0.5, "convention": "gls"}, "npo": {"beta": 0.1}}
 
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
                     n_retain=p["n_retain"], epochs=p["ft_epochs"], lr=p["ft_lr"],
                     batch_size=p["ft_batch"], max_length=p["max_length"])
     target = str(made["target"])
-    tr_path = made["retain"].parent / "retain_truth_ratios.npy"
+    tr_path = made["retain"].parent / f"retain_truth_ratios_{p['eval_max']}.npy"
     if not tr_path.exists():
         print(f"{clock()} 2. truth ratios of the retain model (for forget quality)")
         rmodel, rtok = load_model(str(made["retain"]))
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     retain_spec = f"retain99[:{p['n_retain']}]"
     retain = load_spec("tofu", retain_spec)
     eval_kw = dict(forget_split=p["forget_split"], max_instances=p["eval_max"],
-                   retain_truth_ratios=str(tr_path), max_new_tokens=32, progress=False)
+                   retain_truth_ratios=str(tr_path), max_new_tokens=p["gen_tokens"], progress=False)
     print(f"{clock()} 3. evaluating the target before unlearning")
     model, tok = load_model(target)
     before = evaluate(model, tok, "tofu", step=0, **eval_kw)
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _summary(ds) -> dict:
+    from .evaluation import summary_json
+
     s = summary_json(ds)
     keys = {"forget_Q_A_Prob": "forget prob", "forget_Q_A_ROUGE": "forget ROUGE-L",
             "forget_truth_ratio": "forget TR", "forget_quality": "forget quality",

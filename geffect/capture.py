@@ -18,6 +18,17 @@ import torch
 from torch import Tensor, nn
 
 
+class Live:
+    """Where a compacted backprop's rows came from: flat token index (M,) into N x T."""
+
+    def __init__(self, idx: Tensor, n: int, t: int):
+        self.idx, self.n, self.t = idx, n, t
+
+    @property
+    def rows(self) -> Tensor:
+        return self.idx // self.t                                   # (M,)
+
+
 @dataclass
 class Call:
     """One call of one hooked module during a captured forward."""
@@ -29,9 +40,12 @@ class Call:
     kwargs: dict = field(default_factory=dict)
     b: Tensor | None = None            # gradient of the loss w.r.t. the output, (N, ...)
     dense: dict | None = None          # per-row gradients formed at backprop time (norms)
+    live: "Live | None" = None         # set when `b` is stored compacted to its live tokens
 
     @property
     def n_rows(self) -> int:
+        if self.live is not None:
+            return self.live.n
         return self.b.shape[0] if self.b is not None else self.args[0].shape[0]
 
 

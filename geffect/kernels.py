@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .capture import Live
+
 NORM_TYPES: tuple[type, ...] = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 # Norm classes of the form y = weight * normalize(x) (+ bias); Gemma's (1 + w) form is excluded.
 NORM_NAMES = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm",
@@ -47,22 +49,42 @@ def _flat(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1, x.shape[-1])                   # (N, T, d)
 
 
-def linear_rows(a: Tensor, b: Tensor, g: Tensor) -> Tensor:
-    """(N, D) sum_t b_nt^T G_d a_nt for a (N, *, in), b (N, *, out), g (D, out, in)."""
-    a, b = _flat(a), _flat(b)                                       # (N, T, in), (N, T, out)
+def compact(b: Tensor) -> tuple[Tensor, Live]:
+    """The tokens of a backprop b (N, *, out) that are not all zero: (M, out) and where they
+    came from. Padding, and at the LM head prompt tokens, have b = 0 exactly, so dropping
+    them changes no sum; it saves their memory when b is stored and their share of the
+    contraction's matmul."""
+    b = _flat(b)                                                    # (N, T, out)
+    n, t = b.shape[:2]
+    idx = (b != 0).any(-1).reshape(-1).nonzero().squeeze(1)         # (M,)
+    return b.reshape(n * t, -1)[idx], Live(idx, n, t)
+
+
+def linear_rows(a: Tensor, b: Tensor, g: Tensor, live: Live | None = None) -> Tensor:
+    """(N, D) sum_t b_nt^T G_d a_nt for a (N, *, in), b (N, *, out), g (D, out, in).
+
+    With `live`, b is already compacted to (M, out) by `compact`."""
+    if live is None:
+        b, live = compact(b)                                        # (M, out)
+    a = _flat(a).reshape(live.n * live.t, -1)[live.idx]             # (M, in)
     d_, out, inp = g.shape
     if inp <= out:                                                  # smaller intermediate
         gm = g.permute(1, 0, 2).reshape(out, d_ * inp)              # (out, D*in)
-        u = (b @ gm).view(*b.shape[:2], d_, inp)                    # (N, T, D, in)
-        return torch.einsum("ntdi,nti->nd", u, a)                   # (N, D)
-    gm = g.permute(2, 0, 1).reshape(inp, d_ * out)                  # (in, D*out)
-    u = (a @ gm).view(*a.shape[:2], d_, out)                        # (N, T, D, out)
-    return torch.einsum("ntdo,nto->nd", u, b)                       # (N, D)
+        u = (b @ gm).view(-1, d_, inp)                              # (M, D, in)
+        per_token = torch.einsum("mdi,mi->md", u, a)                # (M, D)
+    else:
+        gm = g.permute(2, 0, 1).reshape(inp, d_ * out)              # (in, D*out)
+        u = (a @ gm).view(-1, d_, out)                              # (M, D, out)
+        per_token = torch.einsum("mdo,mo->md", u, b)                # (M, D)
+    return per_token.new_zeros(live.n, d_).index_add_(0, live.rows, per_token)  # (N, D)
 
 
-def bias_rows(b: Tensor, g: Tensor) -> Tensor:
-    """(N, D) sum_t b_nt . g_d for b (N, *, out), g (D, out)."""
-    return _flat(b).sum(1) @ g.T                                    # (N, D)
+def bias_rows(b: Tensor, g: Tensor, live: Live | None = None) -> Tensor:
+    """(N, D) sum_t b_nt . g_d for b (N, *, out) (or compacted (M, out) with `live`), g (D, out)."""
+    if live is None:
+        return _flat(b).sum(1) @ g.T                                # (N, D)
+    per_token = b @ g.T                                             # (M, D)
+    return per_token.new_zeros(live.n, g.shape[0]).index_add_(0, live.rows, per_token)
 
 
 def embedding_rows(ids: Tensor, b: Tensor, g: Tensor, padding_idx: int | None) -> Tensor:
@@ -102,7 +124,7 @@ def dense_rows(per_row: Tensor, g: Tensor) -> Tensor:
 
 
 def rows_inner(kind: str, module: nn.Module, a: Tensor, b: Tensor,
-               g: dict[str, Tensor]) -> dict[str, Tensor]:
+               g: dict[str, Tensor], live: Live | None = None) -> dict[str, Tensor]:
     """<G, grad_n> per row for each of the module's own parameters present in `g`.
 
     Args:
@@ -111,6 +133,7 @@ def rows_inner(kind: str, module: nn.Module, a: Tensor, b: Tensor,
         a: its input activations (token ids for an Embedding).
         b: gradient of the loss with respect to its output.
         g: parameter name ("weight"/"bias") -> (D, *param.shape) fixed matrices.
+        live: set when b was stored compacted (`compact`; linear and conv1d only).
 
     Returns:
         parameter name -> (N, D).
@@ -119,14 +142,14 @@ def rows_inner(kind: str, module: nn.Module, a: Tensor, b: Tensor,
     if "weight" in g:
         w = g["weight"]
         if kind == "linear":
-            out["weight"] = linear_rows(a, b, w)
+            out["weight"] = linear_rows(a, b, w, live)
         elif kind == "conv1d":
-            out["weight"] = linear_rows(a, b, w.transpose(1, 2))
+            out["weight"] = linear_rows(a, b, w.transpose(1, 2), live)
         elif kind == "embedding":
             out["weight"] = embedding_rows(a, b, w, module.padding_idx)
         else:
             raise ValueError(f"no factored kernel for kind {kind!r}; expected linear, conv1d "
                              f"or embedding")
     if "bias" in g:
-        out["bias"] = bias_rows(b, g["bias"])
+        out["bias"] = bias_rows(b, g["bias"], live)
     return out

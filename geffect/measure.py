@@ -40,14 +40,15 @@ class Recorder:
             `attention_mask`, `labels` (HF-style, unshifted) and `instance_id`.
         reduction: aggregate risk over a probe's instances, "mean" or "sum".
         attrs: provenance for the record: `config` (dict or JSON str), `model`, `method`, ...
-        probe_chunk: rows per probe forward/backward (None: the whole probe at once); smaller
-            chunks lower peak memory at some speed.
+        probe_chunk: rows per probe forward/backward (None: the whole probe at once). The
+            default 4 keeps the probe passes' activations below the training step's own, so
+            measuring does not raise peak memory (SmolLM2-135M at B = P = 16: see bench/).
         fallback: module paths to measure with torch.func even if a kernel exists (tests).
         table: a precomputed `param_groups(model)`.
     """
 
     def __init__(self, model: nn.Module, probes: Mapping[str, Mapping], reduction: str = "mean",
-                 *, attrs: Mapping | None = None, probe_chunk: int | None = None,
+                 *, attrs: Mapping | None = None, probe_chunk: int | None = 4,
                  fallback: Sequence[str] = (), table: GroupTable | None = None):
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -91,6 +92,8 @@ class Recorder:
         if self.kinds[call.name] == "norm":                         # tiny: form per-row grads
             call.dense = kernels.norm_per_row(call.module, call.args[0], b)
             call.args, call.kwargs = (), {}
+        elif self.kinds[call.name] in ("linear", "conv1d"):
+            call.b, call.live = kernels.compact(b)                  # only the live tokens
         else:
             call.b = b
         self._calls.append(call)
@@ -147,7 +150,7 @@ class Recorder:
             a = call.args[0]
             if kind == "embedding" and a.shape[0] != b.shape[0]:
                 a = a.expand(b.shape[0], *a.shape[1:])              # broadcast position ids
-            res = kernels.rows_inner(kind, call.module, a, b, g)
+            res = kernels.rows_inner(kind, call.module, a, b, g, call.live)
         out: dict[int, Tensor] = {}
         for k, v in res.items():
             gi = self.table.group_of(own[k])
@@ -155,27 +158,29 @@ class Recorder:
         return out
 
     def _probe_pass(self, grad_l: dict[int, Tensor]):
-        """Per-probe aggregate risk gradients, per-instance G-effects, risks."""
+        """Per probe, in turn: the aggregate risk gradient (one backward with hooks, which
+        also contracts every probe instance with grad L), its group sums with grad L and
+        with itself, and the point-wise G-effects of the stored objective rows against it.
+        Only one probe's aggregate gradient is alive at a time (peak memory)."""
         n_g = len(self.table)
-        dirs = {k: v.unsqueeze(0) for k, v in grad_l.items()}       # (1, *shape)
-        inst, risks, bufs, offset = [], [], {}, [0]
+        dirs = {k: v.unsqueeze(0) for k, v in grad_l.items()}       # (1, *shape), views
+        inst, risks, ge, rsq, pw = [], [], [], [], []
 
         def on_probe(call: Call, b: Tensor) -> None:
             for gi, v in self._rows(call, b, dirs).items():
                 block[:, gi] += v[:, 0]
 
-        self._cap.on_backprop, self._probing = on_probe, True
-        try:
-            for p, batch in self.probes.items():
-                labels = batch["labels"]
-                check_answers(labels, f"probe {p!r}")
-                n = labels.shape[0]
-                step = self.chunk or n
-                buf = [torch.zeros_like(q) for _, q in self.params]
+        for p, batch in self.probes.items():
+            labels = batch["labels"]
+            check_answers(labels, f"probe {p!r}")
+            n = labels.shape[0]
+            step = self.chunk or n
+            buf: list[Tensor] | None = None
+            self._cap.on_backprop, self._probing = on_probe, True
+            try:
                 for lo in range(0, n, step):
                     sl = slice(lo, min(lo + step, n))
-                    dt = self.params[0][1].dtype
-                    block = torch.zeros(sl.stop - lo, n_g, dtype=dt)  # (n, G)
+                    block = torch.zeros(sl.stop - lo, n_g, dtype=self.params[0][1].dtype)  # (n, G)
                     self._cap.active = True
                     with torch.enable_grad():
                         out = self.model(input_ids=batch["input_ids"][sl],
@@ -185,31 +190,41 @@ class Recorder:
                         grads = torch.autograd.grad(r.sum(), [q for _, q in self.params],
                                                     allow_unused=True)
                     self._cap.active = False
-                    for acc, gr in zip(buf, grads):
-                        if gr is not None:
-                            acc += gr
+                    grads = [g if g is not None else torch.zeros_like(q)
+                             for (_, q), g in zip(self.params, grads)]
+                    if buf is None:
+                        buf = grads                                 # no extra copy
+                    else:
+                        for acc, g in zip(buf, grads):
+                            acc += g
+                    del grads
                     inst.append(block)
                     risks.append(r.detach())
-                scale = 1.0 / n if self.reduction == "mean" else 1.0
-                bufs[p] = {id(q): acc.mul_(scale) for (_, q), acc in zip(self.params, buf)}
-        finally:
-            self._cap.active, self._probing = False, False
-        return torch.cat(inst), torch.cat(risks), bufs
+            finally:
+                self._cap.active, self._probing = False, False
+            if self.reduction == "mean":
+                for acc in buf:
+                    acc.mul_(1.0 / n)
+            grad_r = {id(q): acc for (_, q), acc in zip(self.params, buf)}
+            ge.append(record.per_group(self, grad_l, grad_r))
+            rsq.append(record.per_group(self, grad_r, grad_r))
+            if self._pointwise_ok:
+                pw.append(self._pointwise(grad_r))
+            del buf, grad_r
+        pw = torch.stack(pw, 1) if pw else None                     # (rows, P, G)
+        return torch.cat(inst), torch.cat(risks), np.stack(ge), np.stack(rsq), pw
 
     @torch.no_grad()
-    def _pointwise(self, bufs: dict[str, dict[int, Tensor]]) -> Tensor:
-        """(rows, P, G) <grad L(row), grad R_probe> per captured objective row."""
+    def _pointwise(self, grad_r: dict[int, Tensor]) -> Tensor:
+        """(rows, G) <grad L(row), grad R_probe> per captured objective row."""
         rows = sum(self._obj_rows)
         starts = np.concatenate([[0], np.cumsum(self._obj_rows)])
-        names = list(bufs)
-        dirs = {k: torch.stack([bufs[p][k] for p in names]) for k in bufs[names[0]]}
-        dt = self.params[0][1].dtype
-        out = torch.zeros(rows, len(names), len(self.table), dtype=dt)  # (rows, P, G)
-        self._probing = False
+        dirs = {k: v.unsqueeze(0) for k, v in grad_r.items()}       # (1, *shape), views
+        out = torch.zeros(rows, len(self.table), dtype=self.params[0][1].dtype)  # (rows, G)
         for call in self._calls:
             lo = int(starts[call.forward])
             for gi, v in self._rows(call, call.b, dirs).items():
-                out[lo:lo + v.shape[0], :, gi] += v                  # (N, P)
+                out[lo:lo + v.shape[0], gi] += v[:, 0]               # (N,)
         return out
 
     def measure(self, step: int, divergence: Mapping[str, Mapping] | None = None,
@@ -227,10 +242,9 @@ class Recorder:
             raise RuntimeError("Recorder.measure needs rec.backward(...) first, inside the block")
         grad_l = {id(p): (p.grad.detach() if p.grad is not None else torch.zeros_like(p))
                   for _, p in self.params}
-        inst, risk, bufs = self._probe_pass(grad_l)
-        pw = self._pointwise(bufs) if self._pointwise_ok else None
+        inst, risk, ge, rsq, pw = self._probe_pass(grad_l)
         self._calls = []
-        ds = record.assemble(self, step, grad_l, inst, risk, bufs, pw)
+        ds = record.assemble(self, step, grad_l, inst, risk, ge, rsq, pw)
         if divergence is not None:
             div = record.divergence(self, step, grad_l, divergence, sga)
             ds = ds.merge(div, combine_attrs="override")

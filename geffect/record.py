@@ -19,7 +19,7 @@ from .risk import answer_counts, check_answers, row_risk
 from .schema import GRAM_SPLITS, make_attrs
 
 
-def _per_group(rec, a: dict[int, Tensor], b: dict[int, Tensor]) -> np.ndarray:
+def per_group(rec, a: dict[int, Tensor], b: dict[int, Tensor]) -> np.ndarray:
     """(G,) sum over each group's trainable parameters of <a, b>."""
     out = np.zeros(len(rec.table))
     for _, p in rec.params:
@@ -36,8 +36,11 @@ def _samples(ids: list[str], pw: Tensor) -> tuple[list[str], np.ndarray]:
     return order, out.numpy()
 
 
-def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, bufs, pw) -> xr.Dataset:
-    probes = list(bufs)
+def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
+             rsq: np.ndarray, pw) -> xr.Dataset:
+    """The step's record. ge, rsq: (P, G) <grad L, grad R_p> and ||grad R_p||^2 per group;
+    pw: (rows, P, G) point-wise G-effects or None (an objective that owned its update)."""
+    probes = list(rec.probes)
     n_g = len(rec.table)
     ids, split, n_tok = [], [], []
     for p in probes:
@@ -48,8 +51,6 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, bufs, pw) -> xr
     if len(set(ids)) != len(ids):
         raise ValueError(f"probe instance_ids must be unique across probes; found duplicates "
                          f"{sorted({i for i in ids if ids.count(i) > 1})[:5]}")
-    ge = np.stack([_per_group(rec, grad_l, bufs[p]) for p in probes])       # (P, G)
-    rsq = np.stack([_per_group(rec, bufs[p], bufs[p]) for p in probes])     # (P, G)
     if pw is None:
         samples, pw_np = [""], np.full((1, len(probes), n_g), np.nan)       # (1, P, G)
     else:
@@ -77,7 +78,7 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, bufs, pw) -> xr
          "sample_id": (("step", "sample"), np.array([samples], dtype=object)),
          "risk": (("step", "instance"), risk.numpy()[None]),
          "objective_loss": (("step",), np.array([rec._loss])),
-         "grad_sq_norm": (("step", "group"), _per_group(rec, grad_l, grad_l)[None]),
+         "grad_sq_norm": (("step", "group"), per_group(rec, grad_l, grad_l)[None]),
          "risk_grad_sq_norm": (("step", "probe", "group"), rsq[None])},
         coords=coords, attrs=attrs)
 
@@ -116,9 +117,9 @@ def divergence(rec, step: int, grad_l, batches: Mapping, sga=None) -> xr.Dataset
                           len(batches["normal"]["input_ids"]))
     g_f = _mean_nll_grad(rec, batches["forget"], "divergence forget")
     g_n = _mean_nll_grad(rec, batches["normal"], "divergence normal")
-    gff, gfn, gnn = (_per_group(rec, x, y) for x, y in ((g_f, g_f), (g_f, g_n), (g_n, g_n)))
-    gll = _per_group(rec, grad_l, grad_l)                           # ||grad L_SGA||^2
-    glf = _per_group(rec, grad_l, g_f)                              # <grad L_SGA, g_f>
+    gff, gfn, gnn = (per_group(rec, x, y) for x, y in ((g_f, g_f), (g_f, g_n), (g_n, g_n)))
+    gll = per_group(rec, grad_l, grad_l)                           # ||grad L_SGA||^2
+    glf = per_group(rec, grad_l, g_f)                              # <grad L_SGA, g_f>
     gram = np.stack([np.stack([gff, gfn], -1), np.stack([gfn, gnn], -1)], -2)  # (G, 2, 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = -glf / np.sqrt(gff * gll)                             # GA direction is -g_f

@@ -131,7 +131,7 @@ def test_fallback_path_agrees_and_is_listed(name):
 def test_probe_chunks_give_the_same_record():
     model, probes, b1, b2 = _setup("tiny-gpt2-untied", seed=4)
     ids = [f"s{i}" for i in range(5)]
-    whole, _, _ = _run(model, probes, b1, b2, ids)
+    whole, _, _ = _run(model, probes, b1, b2, ids, probe_chunk=None)
     model.zero_grad(set_to_none=True)
     chunked, _, _ = _run(model, probes, b1, b2, ids, probe_chunk=2)
     for v in ("geffect", "geffect_instance", "geffect_pointwise", "risk", "risk_grad_sq_norm"):

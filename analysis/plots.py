@@ -83,7 +83,8 @@ def plot_layer_heatmap(ds: xr.Dataset, ax: Axes | None = None, *, probe: str = "
     mesh = ax.pcolormesh(e["step"].values, e["layer"].values, e.values, cmap=cmap,
                          vmin=-vmax, vmax=vmax, shading="nearest", **kw)
     ax.figure.colorbar(mesh, ax=ax, label=geffect_label(probe))
-    ax.set_yticks(e["layer"].values)
+    layers = e["layer"].values
+    ax.set_yticks(layers[::max(1, -(-len(layers) // 12))])         # at most ~12 labels
     return finish(ax, STEP, "transformer block (layer)", PROBE_TITLE.get(probe, probe), zero=False)
 
 

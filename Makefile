@@ -29,6 +29,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/geffect_bench.py
+	$(BIN)/python bench/methods_bench.py
 
 clean:
 	rm -rf $(VENV) .cache demo_out

@@ -64,6 +64,8 @@ def _child(model_name: str, variant: str, b: int, p: int, max_length: int, repea
     model.to(device).train()
     if model_name in TINY:
         max_length *= 4                     # a byte tokenizer: ~4 bytes per subword token
+    if variant == "d":
+        model.set_attn_implementation("eager")  # SDPA's mask code calls .item(): no vmap
     train, probes = _batches(tok, b, p, max_length)
     move = lambda d: {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in d.items()}  # noqa: E731
     train, probes = move(train), {k: move(v) for k, v in probes.items()}

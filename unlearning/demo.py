@@ -23,7 +23,7 @@ import numpy as np
 PRESETS = {
     # ~15 minutes on a 2-core CPU (first run, fine-tuning included)
     "cpu": dict(model="smollm2-135m", forget_split="forget01", n_retain=16, ft_epochs=2,
-                ft_batch=8, ft_lr=1e-4, steps=5, batch_size=4, lr=5e-5, k=2, eval_max=6,
+                ft_batch=8, ft_lr=1e-4, steps=4, batch_size=4, lr=5e-5, k=2, eval_max=6,
                 gen_tokens=24, probes=4, max_length=128, methods=("ga", "sga", "npo")),
     # the same story on a random tiny model in seconds (tests; numbers mean nothing)
     "tiny": dict(model="tiny-llama", forget_split="forget01", n_retain=4, ft_epochs=1,

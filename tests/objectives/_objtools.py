@@ -3,8 +3,8 @@
 `table_outputs(rows)` turns a table of token log-probs (None = masked) into a `SplitOutputs`
 whose `logprobs` are exactly those numbers: a 2-token vocabulary with logits
 (log p, log(1 - p)) and label 0 has log_softmax = (log p, log(1 - p)). `forward(model, batch)`
-runs one forward the way the engine does (logits shifted by one, labels[:, 1:], full-length
-hidden states), without importing the engine.
+is the engine's own `split_outputs` (logits shifted by one, labels[:, 1:], full-length
+hidden states), so the objective tests see exactly what training sees.
 """
 from __future__ import annotations
 
@@ -47,21 +47,11 @@ def make_batch(tok, pairs) -> dict:
 
 
 def forward(model, batch, hidden_layers=(), ref=None) -> SplitOutputs:
-    """One forward as the engine does it: logits[:, :-1] predict labels[:, 1:]."""
+    """One forward exactly as the engine does it (its own function): logits[:, :-1] predict
+    labels[:, 1:]."""
+    from unlearning.engine import split_outputs
 
-    def run(m):
-        out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                output_hidden_states=bool(hidden_layers))
-        hidden = {l: out.hidden_states[l] for l in hidden_layers}      # each (B, S, d)
-        return out.logits[:, :-1], hidden                              # (B, S-1, V)
-
-    logits, hidden = run(model)
-    ref_logits, ref_hidden = None, {}
-    if ref is not None:
-        with torch.no_grad():
-            ref_logits, ref_hidden = run(ref)
-    return SplitOutputs(logits=logits, labels=batch["labels"][:, 1:], ref_logits=ref_logits,
-                        hidden=hidden, ref_hidden=ref_hidden)
+    return split_outputs(model, batch, hidden_layers, ref)
 
 
 def grads(loss, params) -> list[torch.Tensor]:

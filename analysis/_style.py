@@ -67,6 +67,3 @@ def finish(ax: Axes, xlabel: str, ylabel: str, title: str | None = None, zero: b
         ax.legend(fontsize="small", frameon=False)
     return ax
 
-
-def steps_of(da: xr.DataArray) -> np.ndarray:
-    return da["step"].values

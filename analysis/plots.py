@@ -18,42 +18,56 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 
-from . import reduce
-from ._style import PROBE_TITLE, finish, geffect_label, get_ax, runs
+from . import reduce, style
+from ._style import PROBE_TITLE, STEP, band_label, finish, geffect_label, get_ax, styled_runs
+from .curves import plot_geffect_spread, plot_risk
+from .pointwise import plot_pointwise
 from .study_plots import plot_first_order, plot_r_star, plot_smoothing_study
 
-__all__ = ["plot_geffect", "plot_layer_heatmap", "plot_pointwise", "plot_divergence",
-           "plot_training", "plot_loss_terms", "plot_smoothing_study", "plot_r_star",
-           "plot_first_order"]
+__all__ = ["plot_geffect", "plot_geffect_spread", "plot_risk", "plot_layer_heatmap",
+           "plot_pointwise", "plot_divergence", "plot_training", "plot_loss_terms",
+           "plot_smoothing_study", "plot_r_star", "plot_first_order"]
 
-STEP = "optimizer step"
 TRAIN_LABELS = {
     "loss": "objective L (nat)",
     "grad_norm": "\u2016\u2207L\u2016\u2082 (before clipping)",
-    "nll_forget": "forget NLL (nat / token, batch)",
-    "nll_retain": "retain NLL (nat / token, batch)",
+    "nll_forget": "forget NLL (nat / token)\nof each step's batch",
+    "nll_retain": "retain NLL (nat / token)\nof each step's batch",
     "lr": "learning rate \u03b7",
     "objective_loss": "objective L (nat)",
 }
 
 
-def _geffect_lines(ds: xr.Dataset, probe: str, by: str | None) -> dict[str, xr.DataArray]:
-    """label -> (step,) G-effect line."""
+def _line_style(key: str, by: str | None, st: dict | None) -> dict:
+    if st is not None:
+        return st
+    if by == "band":
+        return {"color": style.BAND_COLORS.get(key), "ls": style.BAND_STYLES.get(key, "-")}
+    return {}
+
+
+def _geffect_lines(ds: xr.Dataset, probe: str, by: str | None) -> list[tuple[str, xr.DataArray, dict]]:
+    """(label, (step,) G-effect line, style) per run, or per band / component / layer."""
     if by is None:
-        if "run" in ds.dims:
-            src = ds["geffect_total"] if "geffect_total" in ds else reduce.total(ds["geffect"])
-            return {label: one.sel(probe=probe) for label, one in runs(src)}
-        return {"total": reduce.total(ds["geffect"]).sel(probe=probe)}
+        src = ds["geffect_total"] if "geffect_total" in ds else reduce.total(ds["geffect"])
+        if "run" not in ds.dims:
+            src = src.assign_attrs(method=ds.attrs.get("method", ""))
+        lines = [(label, one.sel(probe=probe), st) for label, one, st in styled_runs(src)]
+        return lines if "run" in ds.dims else [("total", lines[0][1], lines[0][2])]
     if "run" in ds.dims:
         raise ValueError(f"by={by!r} needs a single run; select one with ds.sel(run=...) "
                          f"(found {ds.sizes['run']} runs)")
     split = reduce.by(ds["geffect"].sel(probe=probe), by)         # (step, by)
-    return {str(k): split.sel({by: k}) for k in split[by].values}
+    label = (lambda k: band_label(ds, k)) if by == "band" else str
+    return [(label(str(k)), split.sel({by: k}), _line_style(str(k), by, None)) for k in split[by].values]
 
 
 def plot_geffect(ds: xr.Dataset, ax: Axes | None = None, *, probe: str = "forget",
                  by: str | None = None, cumulative: bool = False, **kw) -> Axes:
     """G-effect over steps: whole model (one line per run), or per band / component / layer.
+
+    Band lines carry honest labels (`_style.band_label`: the final norm alone for a model whose
+    LM head is tied to the embedding) and one colour per band in every figure.
 
     Args:
         ds: a G-effect record, or runs combined along `run`.
@@ -63,9 +77,9 @@ def plot_geffect(ds: xr.Dataset, ax: Axes | None = None, *, probe: str = "forget
         **kw: passed to `Axes.plot`.
     """
     ax = get_ax(ax)
-    for label, line in _geffect_lines(ds, probe, by).items():
+    for label, line, st in _geffect_lines(ds, probe, by):
         line = reduce.cumulative(line) if cumulative else line
-        ax.plot(line["step"].values, line.values, label=label, **kw)
+        ax.plot(line["step"].values, line.values, label=label, **{**st, **kw})
     return finish(ax, STEP, geffect_label(probe, cumulative), PROBE_TITLE.get(probe, probe))
 
 
@@ -88,39 +102,6 @@ def plot_layer_heatmap(ds: xr.Dataset, ax: Axes | None = None, *, probe: str = "
     return finish(ax, STEP, "transformer block (layer)", PROBE_TITLE.get(probe, probe), zero=False)
 
 
-def plot_pointwise(ds: xr.Dataset, ax: Axes | None = None, *, step: int | None = None,
-                   color: str | None = None, cmap: str = "viridis", **kw) -> Axes:
-    """Point-wise G-effects: unlearning vs retaining G-effect of each objective instance.
-
-    One point per (step, sample): x = <grad L(s), grad R_forget>, y = <grad L(s), grad R_retain>,
-    both summed over groups (Wang et al. 2025, Sec. 4's point-wise analysis).
-
-    Args:
-        step: one recorded step, or None for every step.
-        color: a (step, sample) variable to colour by, e.g. a method's instance weight (NPO's
-            weight); default: the step.
-    """
-    ax = get_ax(ax)
-    pw = reduce.total(ds["geffect_pointwise"])                      # (step, sample, probe)
-    sub = ds
-    if step is not None:
-        pw, sub = pw.sel(step=[step]), ds.sel(step=[step])
-    x = pw.sel(probe="forget").values.ravel()
-    y = pw.sel(probe="retain").values.ravel()
-    if color is None:
-        c, clabel = np.broadcast_to(pw["step"].values[:, None], pw.sel(probe="forget").shape).ravel(), STEP
-    else:
-        if color not in sub:
-            raise ValueError(f"color variable {color!r} not in the record; found {list(sub.data_vars)}")
-        c, clabel = sub[color].transpose("step", "sample").values.ravel(), color
-    pts = ax.scatter(x, y, c=c, cmap=cmap, s=kw.pop("s", 14), **kw)
-    ax.figure.colorbar(pts, ax=ax, label=clabel)
-    ax.axvline(0.0, color="0.6", lw=0.8, zorder=0)
-    return finish(ax, "unlearning G-effect " + geffect_label("forget").split("\n")[0][9:],
-                  "retaining G-effect " + geffect_label("retain").split("\n")[0][9:],
-                  "Point-wise G-effects (as recorded)")
-
-
 DIVERGENCE_LABELS = {"cosine": "cos(\u2207L_GA, \u2207L_SGA)",
                      "norm_ratio": "\u2016\u2207L_SGA\u2016 / \u2016\u2207L_GA\u2016"}
 
@@ -139,13 +120,15 @@ def plot_divergence(ds: xr.Dataset, ax: Axes | None = None, *, quantity: str = "
     if quantity not in DIVERGENCE_LABELS:
         raise ValueError(f"quantity must be one of {sorted(DIVERGENCE_LABELS)}, got {quantity!r}")
     ax = get_ax(ax)
-    for label, one in runs(ds):
+    for label, one, st in styled_runs(ds):
         div = reduce.divergence(one, by)[quantity]                  # (step[, by])
         if by is None:
-            ax.plot(div["step"].values, div.values, label=label, **kw)
+            ax.plot(div["step"].values, div.values, label=label, **{**st, **kw})
         else:
             for k in div[by].values:
-                ax.plot(div["step"].values, div.sel({by: k}).values, label=str(k), **kw)
+                name = band_label(one, str(k)) if by == "band" else str(k)
+                ax.plot(div["step"].values, div.sel({by: k}).values, label=name,
+                        **{**_line_style(str(k), by, None), **kw})
     ref = 1.0
     ax.axhline(ref, color="0.6", lw=0.8, ls=":", zorder=0)
     return finish(ax, STEP, DIVERGENCE_LABELS[quantity], f"GA vs SGA gradient, {quantity.replace('_', ' ')}",
@@ -154,7 +137,10 @@ def plot_divergence(ds: xr.Dataset, ax: Axes | None = None, *, quantity: str = "
 
 def plot_training(ds: xr.Dataset, ax: Axes | None = None, *, var: str = "loss",
                   **kw) -> Axes:
-    """A training-record quantity over steps, one line per run (training stability).
+    """A training-record quantity over steps, one line per run.
+
+    `nll_forget` / `nll_retain` are the NLL of each step's *batch*, a different batch every
+    step; read stability on the fixed probe sets instead (`plot_risk`).
 
     Args:
         var: "loss", "grad_norm", "nll_forget", "nll_retain" or "lr".
@@ -162,8 +148,8 @@ def plot_training(ds: xr.Dataset, ax: Axes | None = None, *, var: str = "loss",
     if var not in ds:
         raise ValueError(f"variable {var!r} not in the record; found {list(ds.data_vars)}")
     ax = get_ax(ax)
-    for label, one in runs(ds[var]):
-        ax.plot(one["step"].values, one.values, label=label, **kw)
+    for label, one, st in styled_runs(ds[var].assign_attrs(method=ds.attrs.get("method", ""))):
+        ax.plot(one["step"].values, one.values, label=label, **{**st, **kw})
     if var == "grad_norm":
         ax.set_yscale("log")
     return finish(ax, STEP, TRAIN_LABELS.get(var, var), None, zero=var == "loss")

@@ -94,6 +94,26 @@ def probe_risk(ds: xr.Dataset) -> xr.DataArray:
     return xr.concat(means, dim=xr.DataArray(list(PROBES), dims="probe", name="probe"))
 
 
+QUANTILES = (0.25, 0.5, 0.75)
+
+
+def probe_quantiles(da: xr.DataArray, q=QUANTILES) -> xr.DataArray:
+    """Quantiles over each probe's instances of a per-instance quantity (NaN skipped).
+
+    `da` has an `instance` dim with a `split` coordinate, e.g. the instance G-effects
+    `total(ds.geffect_instance)` or the risks `ds.risk`. Returns (..., probe, quantile), with
+    numpy's default (linear) interpolation: the 0.5 quantile is the median over instances, the
+    0.25 and 0.75 quantiles bound the inter-quartile range.
+    """
+    if "split" not in da.coords or da["split"].dims != ("instance",):
+        raise ValueError(f"expected a 'split' coordinate on dim 'instance'; found coords {sorted(da.coords)}")
+    drop = [c for c in da.coords if "instance" in da[c].dims]
+    parts = [da.where(da.split == p, drop=True).drop_vars(drop).quantile(list(q), "instance")
+             for p in PROBES]
+    out = xr.concat(parts, dim=xr.DataArray(list(PROBES), dims="probe", name="probe"))
+    return out.transpose(..., "probe", "quantile")
+
+
 def divergence(ds: xr.Dataset, by: str | None = "band") -> xr.Dataset:
     """GA-vs-SGA cosine and norm ratio of whole bands (or the whole model), from group values.
 
@@ -193,8 +213,13 @@ def run_summary(run: Run) -> xr.Dataset:
         g = run.geffect
         part = g[[v for v in GEFFECT_VARS if v in g]]
         part["geffect_total"] = total(g["geffect"])                # (step, probe)
+        part["n_probe_instances"] = xr.DataArray(                 # (probe,)
+            [int((g["split"] == p).sum()) for p in PROBES], coords={"probe": list(PROBES)})
+        if "geffect_instance" in g:
+            part["geffect_quantile"] = probe_quantiles(total(g["geffect_instance"]))  # (step, probe, q)
         if "risk" in g:
             part["probe_risk"] = probe_risk(g)                      # (step, probe)
+            part["risk_quantile"] = probe_quantiles(g["risk"])      # (step, probe, quantile)
         parts.append(part)
     if run.eval is not None:
         parts.append(_eval_part(run.eval))
@@ -217,8 +242,9 @@ def combine_runs(run_dirs: list[Path | str]) -> xr.Dataset:
     Coordinates on `run`: `method`, `smoothing_rate` (SGA's r; 0 for GA; NaN otherwise),
     `convention` (SGA's sign reading), `lr`, `optimizer` and `path`, read from each run's
     config. Variables keep their record names (train: loss, grad_norm, nll_forget, ...;
-    G-effect: geffect, r_star, cosine_ga_sga, ...; plus geffect_total (run, step, probe) and
-    probe_risk), with the evaluation summary on its own dim `eval_step`. Steps, terms and
+    G-effect: geffect, r_star, cosine_ga_sga, ...; plus geffect_total (run, step, probe),
+    probe_risk, and geffect_quantile / risk_quantile (run, step, probe, quantile): quartiles
+    over each probe's instances, `probe_quantiles`), with the evaluation summary on its own dim `eval_step`. Steps, terms and
     metrics are outer-joined (NaN where a run lacks them). Per-group variables are kept only
     when every run has the same parameter groups.
 

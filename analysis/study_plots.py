@@ -12,8 +12,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 
-from . import reduce, theory
-from ._style import finish, get_ax, runs
+from . import reduce, style, theory
+from ._style import STEP, finish, get_ax, styled_runs
 
 METRIC_LABELS = {"model_utility": "model utility (final)", "nll_forget": "forget NLL (nat / token, final)",
                  "nll_retain": "retain NLL (nat / token, final)", "forget_quality": "forget quality (final)",
@@ -45,7 +45,9 @@ def plot_smoothing_study(sweep: xr.Dataset, ax: Axes | None = None, *, metric: s
         sel = ((metrics.convention == conv) | (metrics.method == "ga")) & metrics.smoothing_rate.notnull()
         sub = metrics.sel(run=sel).sortby("smoothing_rate")
         r, y = sub.smoothing_rate.values, sub[metric].values
-        line, = ax.plot(r, y, marker="o", label=f"SGA {conv}".strip(), **kw)
+        line, = ax.plot(r, y, marker="o", label=f"SGA {conv}".strip(), **{
+            "color": style.shade(style.method_color("sga"), 0.35 if conv == "split" else 0.0),
+            "ls": "--" if conv == "split" else "-", **kw})
         ok = pick.feasible(sub).values
         ax.scatter(r[~ok], y[~ok], facecolor="white", edgecolor=line.get_color(), zorder=3)
         best = pick.best(sub)
@@ -70,12 +72,12 @@ def plot_r_star(sweep: xr.Dataset, ax: Axes | None = None, *, best_r: float | No
     if "r_star" not in sweep:
         raise ValueError(f"no r_star in the record (SGA runs record it); found {list(sweep.data_vars)}")
     ax = get_ax(ax)
-    for label, one in runs(sweep["r_star"]):
+    for label, one, st in styled_runs(sweep["r_star"]):
         if bool(one.notnull().any()):
-            ax.plot(one["step"].values, one.values, label=label, **kw)
+            ax.plot(one["step"].values, one.values, label=label, **{**st, **kw})
     if best_r is not None:
         ax.axhline(best_r, color="k", ls="--", lw=1.2, label=f"empirical best r = {best_r:+g}")
-    return finish(ax, "optimizer step", "derived optimal smoothing rate r*", "Online r* vs empirical best",
+    return finish(ax, STEP, "derived optimal smoothing rate r*", "Online r* vs empirical best",
                   zero=False)
 
 

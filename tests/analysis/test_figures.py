@@ -19,7 +19,7 @@ def test_write_figures_writes_named_png_and_pdf(method_dirs, tmp_path, monkeypat
     for run in ("ga", "npo", "sga"):
         stems |= {f"{run}_geffect_bands", f"{run}_layer_heatmap", f"{run}_pointwise", f"{run}_first_order"}
     stems.add("sga_divergence")
-    want = {f"{s}.{ext}" for s in stems for ext in ("png", "pdf")} | {"theory.txt"}
+    want = {f"{s}.{ext}" for s in stems for ext in ("png", "pdf")} | {"theory.txt", "figures.md"}
     assert {p.name for p in written} == want
     assert {p.name for p in out.iterdir()} == want | {"figures.json"}
     for p in written:
@@ -36,8 +36,11 @@ def test_write_figures_writes_named_png_and_pdf(method_dirs, tmp_path, monkeypat
     assert _listing(method_dirs) == before                          # records untouched
 
 
-def test_sweep_gets_the_smoothing_rate_figure_and_verdict(sweep_record, tmp_path):
-    written, text = study_figures(sweep_record, tmp_path)
-    assert [p.name for p in written] == ["smoothing_rate.png", "smoothing_rate.pdf"]
+def test_sweep_gets_the_smoothing_rate_figure_and_verdict(sweep_record, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    made, text = study_figures(sweep_record)
+    assert [m.name for m in made] == ["smoothing_rate"]
     assert "best r = +0.400" in text and "CONSISTENT" in text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["smoothing_rate.pdf", "smoothing_rate.png"]
+    assert "r \u2208 {-0.5, +0, +0.4, +0.8}" in made[0].caption
+    assert "empirically best r = +0.4" in made[0].caption
+    assert list(tmp_path.iterdir()) == []                           # builders save nothing

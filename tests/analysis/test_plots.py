@@ -72,12 +72,15 @@ def test_geffect_lines_are_the_recorded_totals(sga):
     ax = plots.plot_geffect(sga, probe="forget")
     line, = ax.get_lines()[:1]
     np.testing.assert_allclose(line.get_ydata(), sga.geffect.sel(probe="forget").sum("group").values)
-    assert "as recorded" in ax.get_ylabel()
+    assert "\u0394R \u2248 \u2212\u03b7\u00b7e" in ax.get_ylabel()          # the sign convention
+    assert "(nat\u00b2)" in ax.get_ylabel()                                   # and the unit
     ax = plots.plot_geffect(sga, probe="retain", by="band")
     bands = reduce.by_band(sga.geffect.sel(probe="retain"))
     lines = {l.get_label(): l.get_ydata() for l in ax.get_lines()}
+    names = {"embed": "embedding", "shallow": "shallow (layers 0\u20131)", "middle": "middle (layer 2)",
+             "deep": "deep (layer 3)", "lm": "final norm + LM head"}     # untied fake model
     for b in reduce.BANDS:
-        np.testing.assert_allclose(lines[b], bands.sel(band=b).values)
+        np.testing.assert_allclose(lines[names[b]], bands.sel(band=b).values)
 
 
 def test_one_line_per_run(methods_record):

@@ -19,6 +19,54 @@ import xarray as xr
 
 RECORDS = ("train", "geffect", "eval")
 
+# Variables that analysis derives (combine_runs); the record's own come from its `definitions`.
+DERIVED = {
+    "geffect_total": "whole-model G-effect: geffect summed over groups, per probe",
+    "geffect_quantile": "quartiles over the probe's instances of the instance G-effect "
+                        "<grad L, grad R_i> summed over groups",
+    "probe_risk": "R_probe at the step's parameters (before its update): mean (or sum, see "
+                  "risk_reduction) of R_i over the probe's fixed instances",
+    "risk_quantile": "quartiles over the probe's instances of R_i",
+    "n_probe_instances": "number of fixed probe instances per probe",
+    "summary": "evaluation metrics (eval_summary.json names) at each evaluated step",
+    "eval_nll": "mean evaluation NLL over the split's instances",
+}
+UNITS = {"geffect": "nat^2", "geffect_instance": "nat^2", "geffect_pointwise": "nat^2",
+         "geffect_total": "nat^2", "geffect_quantile": "nat^2", "risk": "nat/token",
+         "probe_risk": "nat/token", "risk_quantile": "nat/token", "nll_forget": "nat/token",
+         "nll_retain": "nat/token", "eval_nll": "nat/token", "loss": "nat",
+         "objective_loss": "nat", "loss_term": "nat", "grad_sq_norm": "nat^2",
+         "risk_grad_sq_norm": "nat^2"}
+
+
+def _schema_definitions() -> dict:
+    try:  # geffect.schema imports no torch (geffect/__init__.py is lazy)
+        from geffect.schema import DEFINITIONS
+    except ImportError:
+        return {}
+    return dict(DEFINITIONS)
+
+
+def describe(ds: xr.Dataset) -> xr.Dataset:
+    """A copy whose variables carry their definition (and unit) as attrs, for reading.
+
+    Definitions come from the record's `definitions` attr (geffect/SCHEMA.md), else the
+    schema's, plus those of the variables analysis derives; Jupyter's Dataset view shows them
+    per variable. Values are not touched.
+    """
+    import json
+    try:
+        own = json.loads(ds.attrs.get("definitions", "{}"))
+    except ValueError:
+        own = {}
+    defs = {**_schema_definitions(), **DERIVED, **own}
+    out = ds.copy()
+    for name in out.data_vars:
+        extra = {k: v for k, v in (("definition", defs.get(name)), ("units", UNITS.get(name)))
+                 if v is not None and k not in out[name].attrs}
+        out[name].attrs.update(extra)
+    return out
+
 
 def open_nc(path: Path) -> xr.Dataset:
     """The whole netCDF file in memory, with the file handle closed again."""
@@ -94,7 +142,7 @@ def is_run_dir(path: Path) -> bool:
 
 
 def load_run(path: Path | str) -> Run:
-    """Every record of one run directory, loaded into memory.
+    """Every record of one run directory, loaded into memory, variables described (`describe`).
 
     Raises:
         FileNotFoundError: the directory holds none of train.nc, geffect.nc, eval.nc.
@@ -103,7 +151,7 @@ def load_run(path: Path | str) -> Run:
     if not is_run_dir(path):
         raise FileNotFoundError(f"{path} is not a run directory: expected at least one of "
                                 f"{', '.join(r + '.nc' for r in RECORDS)} in it")
-    records = {r: open_nc(path / f"{r}.nc") if (path / f"{r}.nc").exists() else None
+    records = {r: describe(open_nc(path / f"{r}.nc")) if (path / f"{r}.nc").exists() else None
                for r in RECORDS}
     return Run(path=path, config=_config(path, records), **records)
 
@@ -121,3 +169,14 @@ def expand_run_dirs(paths: list[Path | str]) -> list[Path]:
                                     f"eval.nc) nor a directory of run directories")
         found += subs
     return found
+
+
+def open_runs(*paths: Path | str) -> xr.Dataset:
+    """Every run under the given directories as one `run`-indexed dataset, described.
+
+    `analysis.open_runs("demo_out/runs")` is `describe(combine_runs(...))`: a sweep or demo
+    directory (runs one level below) or run directories.
+    """
+    from .reduce import combine_runs  # reduce imports this module
+
+    return describe(combine_runs(list(paths)))

@@ -45,15 +45,34 @@ def env(monkeypatch):
     return monkeypatch
 
 
-def test_training_stability_runs_on_fake_records(env):
-    nb = _execute("training_stability")
-    assert _images(nb) >= 3
-
-
-def test_paper_figures_runs_on_given_run_dirs(env, method_dirs):
+def test_training_stability_reads_runs_from_the_environment(env, method_dirs):
     env.setenv("GEFFECT_RUN_DIRS", os.pathsep.join(str(d) for d in method_dirs))
-    nb = _execute("paper_figures")
-    assert _images(nb) >= len(method_dirs) + 1 + 1                 # per run, divergence, cumulative
+    nb = _execute("training_stability")
+    assert _images(nb) >= 4                                         # stability, spread, batch NLL, terms
+    assert str(method_dirs[0]) in _outputs(nb)
+
+
+def _outputs(nb) -> str:
+    return "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("data", {}).get("text/markdown", ""))
+                   + o.get("text", "")
+                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_runner_stores_an_executed_copy_on_given_runs(env, method_dirs, tmp_path):
+    from analysis import notebooks
+
+    source = (NOTEBOOKS / "paper_figures.ipynb").read_text()
+    path = notebooks.execute("paper_figures", method_dirs, tmp_path / "docs")
+    assert path == tmp_path / "docs" / "paper_figures.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and str(method_dirs[0]) in injected[0].source
+    # 2 comparison figures, 4 per run (+ divergence for SGA), 1 cumulative plot
+    assert _images(nb) >= 2 + 4 * len(method_dirs) + 1 + 1
+    assert "Training stability of ga, npo and sga gls r=+0.5" in _outputs(nb)    # captions shown
+    assert (NOTEBOOKS / "paper_figures.ipynb").read_text() == source             # source untouched
+    with pytest.raises(FileNotFoundError, match="not found"):
+        notebooks.execute("paper_figures", [tmp_path / "nope"], tmp_path / "docs")
 
 
 def test_optimal_smoothing_rate_prints_verdict(env):

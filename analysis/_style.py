@@ -27,13 +27,13 @@ def get_ax(ax: Axes | None) -> Axes:
     return ax
 
 
-def geffect_label(probe: str, cumulative: bool = False) -> str:
+def geffect_label(probe: str, cumulative: bool = False, scale: str = "") -> str:
     """Axis label of a G-effect: the inner product, its unit and sign convention (no learning
     rate in e; an SGD step of size eta changes R by about -eta * e)."""
     sym = PROBE_SYMBOL.get(probe, f"R_{probe}")
     core = f"e = \u27e8\u2207L, \u2207{sym}\u27e9"
-    head = f"cumulative \u03a3 {core}" if cumulative else f"G-effect {core}"
-    return f"{head} ({UNIT})\n{SIGN_NOTE}"
+    head = f"cumulative \u03a3 {core}" if cumulative else core if scale else f"G-effect {core}"
+    return f"{head} ({UNIT}{', ' + scale if scale else ''})\n{SIGN_NOTE}"
 
 
 def band_label(ds: xr.Dataset | xr.DataArray, band: str) -> str:

@@ -51,8 +51,9 @@ def geffect_curves(combined: xr.Dataset, axes) -> str:
             f"(the recorded G-effect); {SIGN}.")
     logs = [a for a in axes if a.get_yscale() == "symlog"]
     if logs:
-        text += (" Symmetric-log y axis (linear near 0) where the methods' magnitudes differ by "
-                 "more than 10\u00d7.")
+        lin = _and([f"\u00b1{a.yaxis.get_transform().linthresh:.2g}" for a in logs])
+        text += (" The methods' magnitudes differ by more than 10\u00d7, so the y axis is "
+                 f"symmetric-log (linear within {lin}).")
     return text
 
 
@@ -98,6 +99,15 @@ def pointwise(run: Run, ax: Axes, weight: str | None) -> str:
     else:
         text += " No point is farther than 3.5 MADs from the median."
     return text
+
+
+def instances(run: Run) -> str:
+    g = run.geffect
+    n = {p: int((g["split"] == p).sum()) for p in ("forget", "retain")}
+    return (f"G-effect of {run.label} on each fixed probe instance ({n['forget']} forget, "
+            f"{n['retain']} retain), summed over layers and over {_steps(g)}, sorted from most "
+            "negative (risk raised most) to most positive; a steep start means a few instances "
+            "carry most of the G-effect.")
 
 
 def divergence(run: Run) -> str:

@@ -99,10 +99,9 @@ def plot_geffect_spread(ds: xr.Dataset, ax: Axes | None = None, *, probe: str = 
     q, center = _spread(ds, "geffect", "geffect_total")
     mags = _draw(ax, q, center, probe, ":" if mean else "", True, **kw)
     thresh = symlog_threshold(mags) if scale == "auto" else (min(mags) if scale == "symlog" else None)
-    label = geffect_label(probe)
     if thresh is not None:
         ax.set_yscale("symlog", linthresh=thresh)
-        label += f"; symlog, linear in \u00b1{thresh:.2g}"
+    label = geffect_label(probe, scale="symlog" if thresh else "")
     return finish(ax, STEP, label, PROBE_TITLE.get(probe, probe))
 
 

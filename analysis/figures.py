@@ -10,6 +10,7 @@
     <run>_geffect_bands   unlearning and retaining G-effect per layer band, with the total
     <run>_layer_heatmap   per-block G-effect, layer x step, unlearning and retaining
     <run>_pointwise       point-wise G-effects of the objective instances, outliers labelled
+    <run>_instances       G-effect on each probe instance, accumulated over steps, sorted
     <run>_divergence      GA-vs-SGA gradient cosine and norm ratio per band (SGA runs)
     <run>_first_order     measured vs predicted change of the probe risks
     smoothing_rate        the smoothing-rate study (two or more SGA runs; GA joins as r = 0)
@@ -106,6 +107,11 @@ def run_figures(run: Run) -> Iterator[Made]:
         plots.plot_pointwise(g, ax[0, 0], color=weight)
         ax[0, 0].set_title(f"{run.label}: point-wise G-effects")
         yield Made(f"{name}_pointwise", fig, captions.pointwise(run, ax[0, 0], weight))
+    if "geffect_instance" in g:
+        fig, ax = style.figure("one", row_height=2.6)
+        plots.plot_instance_geffects(g, ax[0, 0])
+        ax[0, 0].set_title(f"{run.label}: G-effect per probe instance")
+        yield Made(f"{name}_instances", fig, captions.instances(run))
     if "cosine_ga_sga" in g:
         fig, ax = _pair()
         plots.plot_divergence(g, ax[0, 0], quantity="cosine")

@@ -21,11 +21,11 @@ from matplotlib.axes import Axes
 from . import reduce, style
 from ._style import PROBE_TITLE, STEP, band_label, finish, geffect_label, get_ax, styled_runs
 from .curves import plot_geffect_spread, plot_risk
-from .pointwise import plot_pointwise
+from .pointwise import plot_instance_geffects, plot_pointwise
 from .study_plots import plot_first_order, plot_r_star, plot_smoothing_study
 
 __all__ = ["plot_geffect", "plot_geffect_spread", "plot_risk", "plot_layer_heatmap",
-           "plot_pointwise", "plot_divergence", "plot_training", "plot_loss_terms",
+           "plot_pointwise", "plot_instance_geffects", "plot_divergence", "plot_training", "plot_loss_terms",
            "plot_smoothing_study", "plot_r_star", "plot_first_order"]
 
 TRAIN_LABELS = {

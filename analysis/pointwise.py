@@ -15,7 +15,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
-from . import reduce
+from . import reduce, style
 from ._style import STEP, UNIT, finish, get_ax
 
 MAD_TO_SD = 1.4826
@@ -92,3 +92,35 @@ def plot_pointwise(ds: xr.Dataset, ax: Axes | None = None, *, step: int | None =
     return finish(ax, f"unlearning PG-effect \u27e8\u2207L(s), \u2207R_f\u27e9 ({UNIT})",
                   f"retaining PG-effect \u27e8\u2207L(s), \u2207R_r\u27e9 ({UNIT})",
                   "Point-wise G-effects (want x < 0, y \u2265 0)", legend=False)
+
+
+def plot_instance_geffects(ds: xr.Dataset, ax: Axes | None = None, *, max_labels: int = 24,
+                           **kw) -> Axes:
+    """The G-effect on each probe instance, accumulated over the recorded steps, sorted.
+
+    One bar per fixed probe instance i: sum over steps and groups of <grad L, grad R_i>
+    (`reduce.instance_table`'s geffect_cum), coloured by probe, most negative first; bars are
+    labelled by instance_id (up to `max_labels`). The spread of the bars is the tail: a few
+    instances carrying most of the G-effect show as a steep start.
+    """
+    if "run" in ds.dims:
+        raise ValueError(f"plot_instance_geffects needs a single run; found {ds.sizes['run']} runs")
+    if "geffect_instance" not in ds:
+        raise ValueError(f"needs 'geffect_instance' (per probe instance); found {list(ds.data_vars)}")
+    ax = get_ax(ax)
+    table = reduce.instance_table(ds)
+    values = table["geffect_cum"].values                            # (I,)
+    order = np.argsort(values, kind="stable")
+    splits = table["split"].values.astype(str)[order]
+    x = np.arange(order.size)
+    for probe in dict.fromkeys(splits):
+        sel = splits == probe
+        ax.bar(x[sel], values[order][sel], color=style.PROBE_COLORS.get(probe, "0.5"),
+               label=f"{probe} probe", **kw)
+    ids = table["instance"].values.astype(str)[order]
+    if order.size <= max_labels:
+        ax.set_xticks(np.arange(order.size), ids, rotation=90, fontsize="x-small")
+    else:
+        ax.set_xticks([])
+    return finish(ax, "probe instance (sorted)", f"\u03a3_t \u27e8\u2207L, \u2207R_i\u27e9 ({UNIT})",
+                  "G-effect per probe instance, accumulated over steps")

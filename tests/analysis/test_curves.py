@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis import curves, plots, reduce, testing
+from analysis import captions, curves, plots, reduce, testing
 from analysis.records import load_run
 
 
@@ -65,7 +65,8 @@ def test_symlog_when_one_method_is_100x_larger(methods_record):
     assert ax.get_yscale() == "symlog"
     mags = np.abs(big.geffect_quantile.sel(probe="forget")).max(["step", "quantile"])
     assert ax.yaxis.get_transform().linthresh == pytest.approx(float(mags.min()))
-    assert "symlog" in ax.get_ylabel()
+    assert "symlog" in ax.get_ylabel() and "\u0394R \u2248 \u2212\u03b7\u00b7e" in ax.get_ylabel()
+    assert f"symmetric-log (linear within \u00b1{float(mags.min()):.2g})" in captions.geffect_curves(big, [ax])
     assert plots.plot_geffect_spread(methods_record).get_yscale() == "linear"
     assert plots.plot_geffect_spread(big, scale="linear").get_yscale() == "linear"
 

@@ -17,7 +17,8 @@ def test_write_figures_writes_named_png_and_pdf(method_dirs, tmp_path, monkeypat
     written = write_figures(method_dirs, out)
     stems = {"geffect_curves", "training_stability"}
     for run in ("ga", "npo", "sga"):
-        stems |= {f"{run}_geffect_bands", f"{run}_layer_heatmap", f"{run}_pointwise", f"{run}_first_order"}
+        stems |= {f"{run}_geffect_bands", f"{run}_layer_heatmap", f"{run}_pointwise", f"{run}_first_order",
+                  f"{run}_instances"}
     stems.add("sga_divergence")
     want = {f"{s}.{ext}" for s in stems for ext in ("png", "pdf")} | {"theory.txt", "figures.md"}
     assert {p.name for p in written} == want

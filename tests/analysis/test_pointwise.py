@@ -54,3 +54,19 @@ def test_padding_is_dropped(sga):
 def test_pointwise_refuses_combined_records(methods_record):
     with pytest.raises(ValueError, match="single run"):
         plots.plot_pointwise(methods_record)
+
+
+def test_instance_geffects_are_sorted_accumulated_sums(sga):
+    ax = plots.plot_instance_geffects(sga)
+    g = sga.geffect_instance.transpose("step", "instance", "group").values
+    want = {str(sga.instance_id.values[i]): sum(g[t, i, :].sum() for t in range(g.shape[0]))
+            for i in range(g.shape[1])}
+    bars = sorted(ax.patches, key=lambda p: p.get_x())
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    heights = [b.get_height() for b in bars]
+    assert heights == sorted(heights)                               # most negative first
+    np.testing.assert_allclose(heights, [want[i] for i in labels])
+    colours = {lab: b.get_facecolor() for lab, b in zip(labels, bars)}
+    assert colours["forget-0"] != colours["retain-3"]
+    with pytest.raises(ValueError, match="single run"):
+        plots.plot_instance_geffects(sga.expand_dims(run=["a"]))

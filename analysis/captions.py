@@ -97,7 +97,8 @@ def pointwise(run: Run, ax: Axes, weight: str | None) -> str:
     if ids:
         text += f" Outliers (robust distance > 3.5 MADs) are labelled by instance_id: {_and(ids)}."
     else:
-        text += " No point is farther than 3.5 MADs from the median."
+        text += (" No point is labelled: none is farther than 3.5 MADs from the median, or there "
+                 "are fewer than 8 points.")
     return text
 
 

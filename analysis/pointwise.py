@@ -6,7 +6,8 @@ s's rows (geffect/SCHEMA.md, `geffect_pointwise`; it sums over instances to the 
 One point per (step, instance): x = unlearning, y = retaining point-wise G-effect, coloured by
 step. Outliers are the points whose robust distance from the median (median absolute
 deviation, scaled by 1.4826 to match a normal's standard deviation; Rousseeuw & Croux 1993)
-exceeds `z`; they are labelled with their `sample_id` (the objective instance's instance_id).
+exceeds `z`, among at least 8 points; they are labelled with their `sample_id` (the objective
+instance's instance_id).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from . import reduce, style
 from ._style import STEP, UNIT, finish, get_ax
 
 MAD_TO_SD = 1.4826
+MIN_POINTS = 8        # fewer points: a median and MAD say too little to call one an outlier
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -32,7 +34,9 @@ def robust_z(values: np.ndarray) -> np.ndarray:
 
 def outliers(x: np.ndarray, y: np.ndarray, z: float = 3.5, top: int = 3) -> np.ndarray:
     """Indices of at most `top` points whose robust distance sqrt(z_x^2 + z_y^2) exceeds `z`,
-    farthest first."""
+    farthest first; none among fewer than MIN_POINTS finite points."""
+    if int((np.isfinite(x) & np.isfinite(y)).sum()) < MIN_POINTS:
+        return np.array([], dtype=int)
     dist = np.sqrt(np.nansum(robust_z(np.stack([x, y], 1)) ** 2, 1))   # (N,)
     dist = np.where(np.isfinite(x) & np.isfinite(y), dist, -np.inf)
     order = np.argsort(-dist, kind="stable")[:top]

@@ -25,6 +25,7 @@ def test_outliers_farthest_first_and_capped():
     assert pointwise.outliers(x, y).tolist() == [7, 5]
     assert pointwise.outliers(x, y, top=1).tolist() == [7]
     assert pointwise.outliers(x[:5], y[:5]).tolist() == []
+    assert pointwise.outliers(x[-4:], y[-4:]).tolist() == []          # too few points to tell
 
 
 def test_an_injected_outlier_is_labelled_by_its_instance_id(sga):

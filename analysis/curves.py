@@ -56,9 +56,10 @@ def _spread_of(ds: xr.Dataset, var: str, center: str) -> tuple[xr.DataArray, xr.
 
 def symlog_threshold(magnitudes: list[float], ratio: float = RATIO) -> float | None:
     """The linear range of a symmetric-log axis when the largest line magnitude exceeds the
-    smallest non-zero one by more than `ratio` (so the smallest line stays linear), else None."""
+    smallest non-zero one by more than `ratio` (so the smallest line stays linear), else None;
+    `ratio=0` always gives the smallest non-zero magnitude (a forced symlog axis)."""
     m = np.array([v for v in magnitudes if np.isfinite(v) and v > 0])
-    if m.size < 2 or m.max() <= ratio * m.min():
+    if m.size == 0 or (ratio > 0 and (m.size < 2 or m.max() <= ratio * m.min())):
         return None
     return float(m.min())
 
@@ -98,7 +99,7 @@ def plot_geffect_spread(ds: xr.Dataset, ax: Axes | None = None, *, probe: str = 
     ax = get_ax(ax)
     q, center = _spread(ds, "geffect", "geffect_total")
     mags = _draw(ax, q, center, probe, ":" if mean else "", True, **kw)
-    thresh = symlog_threshold(mags) if scale == "auto" else (min(mags) if scale == "symlog" else None)
+    thresh = symlog_threshold(mags, RATIO if scale == "auto" else 0.0) if scale != "linear" else None
     if thresh is not None:
         ax.set_yscale("symlog", linthresh=thresh)
     label = geffect_label(probe, scale="symlog" if thresh else "")

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from contextlib import contextmanager
@@ -97,7 +98,6 @@ def run_styles(ds: xr.Dataset | xr.DataArray) -> dict[str, dict]:
 
 
 def _json_method(ds) -> str:
-    import json
     try:
         return str(json.loads(ds.attrs.get("config", "{}")).get("method", ""))
     except ValueError:

@@ -69,6 +69,9 @@ def test_symlog_when_one_method_is_100x_larger(methods_record):
     assert f"symmetric-log (linear within \u00b1{float(mags.min()):.2g})" in captions.geffect_curves(big, [ax])
     assert plots.plot_geffect_spread(methods_record).get_yscale() == "linear"
     assert plots.plot_geffect_spread(big, scale="linear").get_yscale() == "linear"
+    assert plots.plot_geffect_spread(methods_record, scale="symlog").get_yscale() == "symlog"
+    with pytest.raises(ValueError, match="scale must be one of"):
+        plots.plot_geffect_spread(methods_record, scale="log")
 
 
 def xr_factor(ds, factors):
@@ -81,6 +84,7 @@ def test_symlog_threshold():
     assert curves.symlog_threshold([2.0, 30.0, 5.0]) == 2.0
     assert curves.symlog_threshold([0.0, 1.0, 5.0]) is None            # zero lines do not count
     assert curves.symlog_threshold([float("nan"), 1.0]) is None
+    assert curves.symlog_threshold([float("nan"), 3.0, 2.0], ratio=0) == 2.0   # forced symlog
 
 
 def test_risk_is_the_fixed_probe_risk_not_the_batch_nll(method_dirs, methods_record):

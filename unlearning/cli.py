@@ -193,7 +193,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=int, default=3, help="passes over the training data")
     f.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
     f.add_argument("--batch-size", type=int, default=8, help="rows per step")
-    f.add_argument("--max-length", type=int, default=128, help="tokens per row")
+    f.add_argument("--max-length", type=int, default=256, help="tokens per row")
     f.add_argument("--data-dir", default=None, help="benchmark data root")
     f.add_argument("--which", default="both", choices=["both", "target", "retain"],
                    help="train the target (forget + retain), the retain model, or both")

@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +36,7 @@ from .checkpoint import (CheckpointError, checkpoint_step, checkpoints, load_sta
 from .config import RunConfig
 from .models import load_model
 from .objectives import OwnsUpdate, SplitOutputs, build
-from .rundir import finished, prepare, run_lock
+from .rundir import finished, prepare, run_lock, stop_on_signal
 from .tasks import build_task
 
 
@@ -189,7 +187,7 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
     if finished(out, cfg):                       # reads only: a read-only finished run is fine
         return out
     out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out), _stop_on_signal() as stop:
+    with run_lock(out), stop_on_signal() as stop:
         ckpt = prepare(out, cfg)
         cfg.save(out / "config.json")
         s = setup(cfg, out, ckpt)
@@ -357,25 +355,3 @@ def _diverged(s: Setup, step: int, cause: str, applied: bool = False) -> None:
     what = "the update was applied" if applied else "the update was not applied"
     raise DivergedError(f"diverged at step {step}: {cause}; {what}; last good checkpoint: "
                         f"{last}; records: {s.out / 'train.nc'} up to step {step - 1}")
-
-
-@contextlib.contextmanager
-def _stop_on_signal():
-    """Collect SIGINT/SIGTERM into a list the loop checks at the end of each step; a second
-    signal interrupts at once. Outside the main thread signals cannot be caught: no-op."""
-    stop: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum, frame):
-        if stop:
-            raise KeyboardInterrupt
-        stop.append(signal.Signals(signum).name)
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)

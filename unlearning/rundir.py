@@ -2,7 +2,8 @@
 
 `run_lock(out)` makes a run the only writer of its directory: a lock file holding the owner's
 pid, host and start time, created with O_EXCL; a lock whose owner (on this host) is gone is
-stale and taken over. `prepare(out, cfg)` decides where a rerun continues: the newest
+stale and taken over. `stop_on_signal()` turns SIGINT/SIGTERM into a flag the loop reads
+between steps. `prepare(out, cfg)` decides where a rerun continues: the newest
 checkpoint whose steps every record holds; a record that cannot be read is set aside (renamed,
 never deleted) and named; steps recorded after that checkpoint are recomputed. A finished
 run is detected without writing anything, so it may sit on a read-only mount.
@@ -12,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -150,8 +153,8 @@ def finished(out: Path, cfg: RunConfig) -> bool:
     check_identity(Path(out), cfg)
     try:
         recs = {n: open_record(Path(out) / f"{n}.nc", n) for n in ("train", "geffect")
-                if n == "train" or cfg.geffect_every}
-    except Exception:
+                if (Path(out) / f"{n}.nc").exists()}
+    except Exception:                                   # damaged: `prepare` names and sets it aside
         return False
     return not _missing(recs, cfg.steps, cfg)
 
@@ -184,3 +187,25 @@ def prepare(out: Path, cfg: RunConfig, log=print) -> Path | None:
         else:
             path.unlink()
     return start_ckpt
+
+
+@contextlib.contextmanager
+def stop_on_signal():
+    """Collect SIGINT/SIGTERM into a list the loop checks at the end of each step; a second
+    signal interrupts at once. Outside the main thread signals cannot be caught: no-op."""
+    stop: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop:
+            raise KeyboardInterrupt
+        stop.append(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)

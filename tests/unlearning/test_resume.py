@@ -90,22 +90,24 @@ def test_kill_at_any_of_five_points_then_resume_gives_bit_identical_records(tmp_
     assert_same_run(straight, tmp_path / "run")
 
 
-def test_sigint_without_checkpoint_every_checkpoints_and_the_rerun_continues(tmp_path, monkeypatch, straight):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_without_checkpoint_every_checkpoints_and_the_rerun_continues(tmp_path, monkeypatch, straight, sig):
     step_fn = engine.train_step
+    before = signal.getsignal(sig)
 
     def interrupted_at_0(s, step):
         if step == 0:
-            os.kill(os.getpid(), signal.SIGINT)        # arrives mid-step; the step completes
+            os.kill(os.getpid(), sig)                  # arrives mid-step; the step completes
         return step_fn(s, step)
 
     cfg = cfg_at(tmp_path / "run")
     with monkeypatch.context() as m:
         m.setattr(engine, "train_step", interrupted_at_0)
-        with pytest.raises(engine.Interrupted, match="SIGINT after step 0.*step-000001"):
+        with pytest.raises(engine.Interrupted, match=f"{sig.name} after step 0.*step-000001"):
             engine.run(cfg, progress=False)
     assert open_record(tmp_path / "run" / "train.nc").step.values.tolist() == [0]
     assert [c.name for c in checkpoints(tmp_path / "run" / "checkpoints")] == ["step-000001"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # handler restored
+    assert signal.getsignal(sig) is before                                  # handler restored
     engine.run(cfg, progress=False)
     assert_same_run(straight, tmp_path / "run")
 

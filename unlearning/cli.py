@@ -58,6 +58,8 @@ def _hparam_fields() -> dict[str, tuple[type, dict[str, object]]]:
     """Every hyperparameter of every registered objective -> (type, {method: default})."""
     seen: dict[str, tuple[type, dict[str, object]]] = {}
     for name, cls in sorted(REGISTRY.items()):
+        if name.startswith("_"):                         # test-only objectives
+            continue
         for f in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else []:
             typ = TYPES.get(str(f.type), str)
             seen.setdefault(f.name, (typ, {}))[1][name] = f.default
@@ -96,7 +98,7 @@ def add_run_flags(p: argparse.ArgumentParser, skip=(), skip_hparams=(), method: 
         elif method in REGISTRY:
             text = f"{hparam_doc(method, name)} (default: {by_method[method]})"
         else:
-            text = "used by " + ", ".join(m for m in by_method if not m.startswith("_"))
+            text = "used by " + ", ".join(by_method)
         hp.add_argument(f"--{name.replace('_', '-')}", *ALIASES.get(name, []), dest=f"hp_{name}",
                         type=typ, default=None, help=text)
     if method not in REGISTRY:

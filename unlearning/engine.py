@@ -184,11 +184,11 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
     with; SIGINT/SIGTERM checkpoint at the end of the current step and raise `Interrupted`.
     """
     out = Path(cfg.out)
-    if finished(out, cfg):                       # reads only: a read-only finished run is fine
+    if finished(out, cfg, open_record):                       # reads only: a read-only finished run is fine
         return out
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out), stop_on_signal() as stop:
-        ckpt = prepare(out, cfg)
+        ckpt = prepare(out, cfg, open_record, write_record)
         cfg.save(out / "config.json")
         s = setup(cfg, out, ckpt)
         if cfg.eval_every and s.start % cfg.eval_every == 0 and not _has_eval(out, s.start):

@@ -19,8 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-from geffect.io import open_record, write_record
-
 from .checkpoint import checkpoint_step, checkpoints
 from .config import RunConfig
 
@@ -106,7 +104,7 @@ def check_identity(out: Path, cfg: RunConfig) -> None:
                          f"another --out or delete that directory")
 
 
-def _open_records(out: Path, log) -> dict:
+def _open_records(out: Path, open_record, log) -> dict:
     """The readable records; an unreadable one is renamed `<name>.nc.damaged-<time>`."""
     recs = {}
     for name in RECORDS:
@@ -144,8 +142,11 @@ def _check_not_shrinking(out: Path, done: list[Path], cfg: RunConfig) -> None:
                          f"{checkpoint_step(done[-1])} or another --out")
 
 
-def finished(out: Path, cfg: RunConfig) -> bool:
-    """True when `out` holds this run complete (final checkpoint, records); reads only."""
+def finished(out: Path, cfg: RunConfig, open_record) -> bool:
+    """True when `out` holds this run complete (final checkpoint, records); reads only.
+
+    `open_record(path, kind)` is `geffect.io.open_record`, passed in by the engine (the only
+    module of `unlearning` that imports `geffect`)."""
     done = checkpoints(Path(out) / "checkpoints")
     _check_not_shrinking(Path(out), done, cfg)
     if not done or checkpoint_step(done[-1]) != cfg.steps:
@@ -159,12 +160,14 @@ def finished(out: Path, cfg: RunConfig) -> bool:
     return not _missing(recs, cfg.steps, cfg)
 
 
-def prepare(out: Path, cfg: RunConfig, log=print) -> Path | None:
-    """The checkpoint to continue from (None: step 0), records cut to agree with it."""
+def prepare(out: Path, cfg: RunConfig, open_record, write_record, log=print) -> Path | None:
+    """The checkpoint to continue from (None: step 0), records cut to agree with it.
+
+    `open_record` and `write_record` are `geffect.io`'s, passed in by the engine."""
     check_identity(out, cfg)
     done = checkpoints(out / "checkpoints")
     _check_not_shrinking(out, done, cfg)
-    recs = _open_records(out, log)
+    recs = _open_records(out, open_record, log)
     start_ckpt = None
     for ckpt in reversed(done):
         gaps = _missing(recs, checkpoint_step(ckpt), cfg)

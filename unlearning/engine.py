@@ -5,14 +5,21 @@ one), compute the objective, backward (or let an objective that owns its update 
 direction), clip, optimizer step, schedule. Every step appends loss terms, gradient norm,
 learning rate and forget/retain NLL to `train.nc`; every `geffect_every` steps the same
 backward is measured by `geffect.Recorder` into `geffect.nc`; every `eval_every` steps the
-evaluation summary goes to `eval.nc`. A NaN/inf loss stops the run with `DivergedError`,
-after saving the (still finite) parameters as the last good checkpoint.
+evaluation summary goes to `eval.nc`, then checkpoints are saved, so a checkpoint at step s
+means every record holds the steps before s.
+
+A step is applied only if its loss and gradient are finite (and |loss| <= max_loss when
+set); otherwise the run stops with `DivergedError` naming the step, the cause and the last
+good checkpoint (the still-finite parameters are saved as it). SIGINT/SIGTERM stop after the
+current step with a checkpoint (`Interrupted`); rerunning the same config continues
+(`rundir.prepare` picks the checkpoint and cuts the records to agree with it).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +31,22 @@ import geffect
 from geffect.io import append_record, open_record, write_record
 from geffect.schema import make_attrs
 
-from .checkpoint import checkpoints, load_state, save_checkpoint
+from .checkpoint import (CheckpointError, checkpoint_step, checkpoints, load_state,
+                         nonfinite_parameters, save_checkpoint)
 from .config import RunConfig
 from .models import load_model
 from .objectives import OwnsUpdate, SplitOutputs, build
+from .rundir import finished, prepare, run_lock, stop_on_signal
 from .tasks import build_task
 
 
 class DivergedError(RuntimeError):
-    """The objective became NaN or infinite; the last good state is saved."""
+    """A non-finite (or too large) loss or gradient; the update was not applied and the
+    last good state is saved."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM: the run stopped after a step, with a checkpoint the records agree with."""
 
 
 def split_outputs(model, batch: dict, hidden_layers=(), ref=None) -> SplitOutputs:
@@ -108,21 +122,35 @@ def train_step_record(step, loss, grad_norm, lr, nll_f, nll_r) -> xr.Dataset:
         coords={"step": [step], "term": np.array(terms, dtype=str)})
 
 
-def run(cfg: RunConfig, *, progress: bool = True) -> Path:
-    """Run (or resume) one unlearning job; returns the run directory."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Setup:
+    """What the loop needs, built once by `setup` (fresh or from a checkpoint)."""
+
+    cfg: RunConfig
+    out: Path
+    model: torch.nn.Module
+    tok: object
+    ref: torch.nn.Module | None
+    objective: object
+    params: list
+    hidden_layers: tuple
+    task: object
+    opt: torch.optim.Optimizer
+    sched: object
+    probes: dict | None
+    attrs: dict
+    start: int
+
+
+def setup(cfg: RunConfig, out: Path, ckpt: Path | None) -> Setup:
+    """Models, objective, trainable parameters, task, optimizer and schedule at step `start`."""
     objective = build(cfg.method, **cfg.hparams)
-    _check_resumable(out, cfg)
-    cfg.save(out / "config.json")
     dtype = getattr(torch, cfg.dtype)
-    done = checkpoints(out / "checkpoints")
-    start = load_state(done[-1])["step"] if done else 0
-    model, tok = load_model(str(done[-1]) if done else cfg.model, dtype=dtype, seed=cfg.seed)
+    state = load_state(ckpt) if ckpt else None      # weights_only: a crafted file is refused
+    model, tok = load_model(str(ckpt) if ckpt else cfg.model, dtype=dtype, seed=cfg.seed)
     ref = load_model(cfg.ref_model or cfg.model, dtype=dtype, seed=cfg.seed)[0] if objective.needs_ref else None
     if hasattr(objective, "bind"):               # objectives sized by the model (RMU's layer)
         objective = objective.bind(model)
-    hidden_layers = tuple(getattr(objective, "hidden_layers", ()))
     trainable = getattr(objective, "trainable", None)
     params = []
     for name, p in model.named_parameters():
@@ -138,70 +166,101 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
                       seed=cfg.seed, data_dir=cfg.data_dir)
     opt = make_optimizer(params, cfg)
     sched = make_schedule(opt, cfg)
-    if done:
-        state = load_state(done[-1])
+    if state:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-    for name in ("train", "geffect", "eval"):
-        _truncate(out / f"{name}.nc", start, name)
-    probes = _probes(task, cfg) if cfg.geffect_every else None
     attrs = make_attrs(config=cfg.to_json(), model=cfg.model, method=cfg.method, kind="train",
                        normal_strategy=task.normal_strategy)
-    if cfg.eval_every and start == 0:
-        _evaluate(model, tok, cfg, out, 0, attrs)
+    return Setup(cfg, out, model, tok, ref, objective, params,
+                 tuple(getattr(objective, "hidden_layers", ())), task, opt, sched,
+                 _probes(task, cfg) if cfg.geffect_every else None, attrs,
+                 state["step"] if state else 0)
 
-    steps = range(start, cfg.steps)
-    for step in tqdm(steps, desc=f"{cfg.method}", disable=not progress, initial=start, total=cfg.steps):
-        opt.zero_grad(set_to_none=True)
-        measure = cfg.geffect_every and step % cfg.geffect_every == 0
-        micro = [task.batch(step * cfg.grad_accum + m, cfg.batch_size, objective.splits, cfg.seed)
-                 for m in range(cfg.grad_accum)]
-        recorder = geffect.Recorder(model, probes=probes) if measure else contextlib.nullcontext()
-        with recorder as rec:
-            losses = []
-            for batches in micro:
-                outs = {s: split_outputs(model, batches[s], hidden_layers, ref) for s in objective.splits}
-                loss = objective(outs)
-                if not torch.isfinite(loss.total):
-                    _diverged(out, step, model, tok, opt, sched, loss)
-                losses.append(loss)
-                if not measure:
-                    _backward(objective, loss, params, cfg.grad_accum)
-            if measure:
-                total = _mean_loss(losses)
-                if isinstance(objective, OwnsUpdate):
-                    objective.backward(total, params)
-                    rec.backward(None)
-                else:
-                    rec.backward(total.total, sample_ids=[i for b in micro for i in sample_ids(objective, b)])
-                div = ({"forget": micro[0]["forget"], "normal": micro[0]["normal"]}
-                       if "normal" in objective.splits else None)
-                gds = rec.measure(step=step, divergence=div, sga=objective if div else None)
-        loss = _mean_loss(losses)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
-        lr = sched.get_last_lr()[0]
-        if hasattr(objective, "learning_rate"):
-            lr = objective.learning_rate(step, lr, lambda eta: _loss_at(model, params, objective, micro[0], hidden_layers, ref, eta))
-            for g in opt.param_groups:
-                g["lr"] = lr
-        nll_f = (_num(loss.terms["forget_nll"]) if "forget_nll" in loss.terms
-                 else mean_nll(model, micro[0]["forget"]) if "forget" in micro[0] else np.nan)
-        nll_r = mean_nll(model, micro[0]["retain"] if "retain" in micro[0] else task.batch(step, cfg.batch_size, ("retain",), cfg.seed)["retain"])
-        opt.step()
-        sched.step()
-        append_record(train_step_record(step, loss, grad_norm, lr, nll_f, nll_r).assign_attrs(attrs),
-                      out / "train.nc", "train")
-        if measure:
-            append_record(gds.assign_attrs(config=attrs["config"], model=cfg.model,
-                                           method=cfg.method), out / "geffect.nc", "geffect")
-        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-            save_checkpoint(out / "checkpoints", step + 1, model, tok, opt, sched)
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            _evaluate(model, tok, cfg, out, step + 1, attrs)
-    last = checkpoints(out / "checkpoints")
-    if not last or load_state(last[-1])["step"] != cfg.steps:
-        save_checkpoint(out / "checkpoints", cfg.steps, model, tok, opt, sched)
+
+def run(cfg: RunConfig, *, progress: bool = True) -> Path:
+    """Run (or resume) one unlearning job; returns the run directory.
+
+    Rerunning into the same `out` continues from the newest checkpoint the records agree
+    with; SIGINT/SIGTERM checkpoint at the end of the current step and raise `Interrupted`.
+    """
+    out = Path(cfg.out)
+    if finished(out, cfg, open_record):                       # reads only: a read-only finished run is fine
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out), stop_on_signal() as stop:
+        ckpt = prepare(out, cfg, open_record, write_record)
+        cfg.save(out / "config.json")
+        s = setup(cfg, out, ckpt)
+        if cfg.eval_every and s.start % cfg.eval_every == 0 and not _has_eval(out, s.start):
+            _evaluate(s, s.start)
+        for step in tqdm(range(s.start, cfg.steps), desc=cfg.method, disable=not progress,
+                         initial=s.start, total=cfg.steps):
+            train, gds = train_step(s, step)
+            append_record(train.assign_attrs(s.attrs), out / "train.nc", "train")
+            if gds is not None:
+                append_record(gds.assign_attrs(config=s.attrs["config"], model=cfg.model,
+                                               method=cfg.method), out / "geffect.nc", "geffect")
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+                _evaluate(s, step + 1)
+            if stop or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
+                ckpt = save_checkpoint(out / "checkpoints", step + 1, s.model, s.tok, s.opt, s.sched)
+            if stop:
+                raise Interrupted(f"interrupted by {stop[0]} after step {step}; checkpoint "
+                                  f"{ckpt} and the records agree; rerun the same command to "
+                                  f"continue")
+        if not checkpoints(out / "checkpoints") or checkpoint_step(checkpoints(out / "checkpoints")[-1]) != cfg.steps:
+            save_checkpoint(out / "checkpoints", cfg.steps, s.model, s.tok, s.opt, s.sched)
     return out
+
+
+def train_step(s: Setup, step: int) -> tuple[xr.Dataset, xr.Dataset | None]:
+    """One optimizer step: forward, objective, backward (measured every geffect_every), then
+    the update only if the loss and the gradient are finite. Returns the step's records."""
+    cfg, objective, model, params = s.cfg, s.objective, s.model, s.params
+    s.opt.zero_grad(set_to_none=True)
+    measure = cfg.geffect_every and step % cfg.geffect_every == 0
+    micro = [s.task.batch(step * cfg.grad_accum + m, cfg.batch_size, objective.splits, cfg.seed)
+             for m in range(cfg.grad_accum)]
+    recorder = geffect.Recorder(model, probes=s.probes) if measure else contextlib.nullcontext()
+    gds = None
+    with recorder as rec:
+        losses = []
+        for batches in micro:
+            outs = {sp: split_outputs(model, batches[sp], s.hidden_layers, s.ref) for sp in objective.splits}
+            loss = objective(outs)
+            _check_loss(s, step, loss)
+            losses.append(loss)
+            if not measure:
+                _backward(objective, loss, params, cfg.grad_accum)
+        if measure:
+            total = _mean_loss(losses)
+            if isinstance(objective, OwnsUpdate):
+                objective.backward(total, params)
+                rec.backward(None)
+            else:
+                rec.backward(total.total, sample_ids=[i for b in micro for i in sample_ids(objective, b)])
+            div = ({"forget": micro[0]["forget"], "normal": micro[0]["normal"]}
+                   if "normal" in objective.splits else None)
+            gds = rec.measure(step=step, divergence=div, sga=objective if div else None)
+    loss = _mean_loss(losses)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+    if not math.isfinite(grad_norm):
+        _diverged(s, step, f"the gradient norm is {grad_norm} (loss {_num(loss.total):.6g} is finite)")
+    lr = s.sched.get_last_lr()[0]
+    if hasattr(objective, "learning_rate"):
+        lr = objective.learning_rate(step, lr, lambda eta: _loss_at(model, params, objective, micro[0], s.hidden_layers, s.ref, eta))
+        for g in s.opt.param_groups:
+            g["lr"] = lr
+    nll_f = (_num(loss.terms["forget_nll"]) if "forget_nll" in loss.terms
+             else mean_nll(model, micro[0]["forget"]) if "forget" in micro[0] else np.nan)
+    nll_r = mean_nll(model, micro[0]["retain"] if "retain" in micro[0] else s.task.batch(step, cfg.batch_size, ("retain",), cfg.seed)["retain"])
+    s.opt.step()
+    s.sched.step()
+    bad = nonfinite_parameters(model)
+    if bad:
+        _diverged(s, step, f"the update (lr {lr:.3g}) made parameters {bad[:3]} non-finite",
+                  applied=True)
+    return train_step_record(step, loss, grad_norm, lr, nll_f, nll_r), gds
 
 
 # ---- the plumbing the loop calls ---------------------------------------------------------
@@ -254,47 +313,45 @@ def save_eval(ds, path: Path, *, append: bool = True) -> Path:
     return append_record(ds, path, kind="eval")
 
 
-def _evaluate(model, tok, cfg: RunConfig, out: Path, step: int, attrs: dict) -> None:
+def _evaluate(s: Setup, step: int) -> None:
     from .evaluation import evaluate
 
-    was_training = model.training
-    model.eval()
-    ds = evaluate(model, tok, cfg.benchmark, forget_split=cfg.forget_split, data_dir=cfg.data_dir,
-                  max_instances=cfg.eval_max_instances, retain_truth_ratios=cfg.retain_truth_ratios,
-                  step=step, progress=False)
-    model.train(was_training)
-    save_eval(ds.assign_attrs(attrs), out / "eval.nc")
+    cfg = s.cfg
+    was_training = s.model.training
+    s.model.eval()
+    ds = evaluate(s.model, s.tok, cfg.benchmark, forget_split=cfg.forget_split,
+                  data_dir=cfg.data_dir, max_instances=cfg.eval_max_instances,
+                  retain_truth_ratios=cfg.retain_truth_ratios, step=step, progress=False)
+    s.model.train(was_training)
+    save_eval(ds.assign_attrs(s.attrs), s.out / "eval.nc")
 
 
-def _diverged(out: Path, step, model, tok, opt, sched, loss) -> None:
-    """Save the still-finite parameters (state after `step` steps) and stop with a clear error."""
-    ckpt = save_checkpoint(out / "checkpoints", step, model, tok, opt, sched)
-    terms = {k: _num(v) for k, v in loss.terms.items()}
-    raise DivergedError(f"objective is {_num(loss.total)} at step {step} (terms {terms}); the "
-                        f"last good parameters are saved in {ckpt}, the training record up to "
-                        f"step {step - 1} in {out / 'train.nc'}")
+def _has_eval(out: Path, step: int) -> bool:
+    path = out / "eval.nc"
+    return path.exists() and step in open_record(path, "eval").step.values
 
 
-def _truncate(path: Path, start: int, kind: str) -> None:
-    """Drop record steps >= start (a resumed run recomputes them); a fresh run starts clean."""
-    if not path.exists():
-        return
-    if start == 0:
-        path.unlink()
-        return
-    ds = open_record(path, kind)
-    if int(ds.step.max()) >= start:
-        write_record(ds.sel(step=ds.step < start), path, kind)
+def _check_loss(s: Setup, step: int, loss) -> None:
+    total = _num(loss.total)
+    if not math.isfinite(total):
+        _diverged(s, step, f"the objective is {total} (terms "
+                           f"{ {k: round(_num(v), 6) for k, v in loss.terms.items()} })")
+    if s.cfg.max_loss is not None and abs(total) > s.cfg.max_loss:
+        _diverged(s, step, f"|objective| = {abs(total):.6g} exceeds max_loss={s.cfg.max_loss}")
 
 
-def _check_resumable(out: Path, cfg: RunConfig) -> None:
-    """Resuming is only allowed with the same config (the number of steps may grow)."""
-    old_path = out / "config.json"
-    if not old_path.exists() or not checkpoints(out / "checkpoints"):
-        return
-    old = RunConfig.from_json(old_path.read_text())
-    diff = {k: (v, getattr(cfg, k)) for k, v in vars(old).items()
-            if k not in ("steps", "eval_every") and v != getattr(cfg, k)}
-    if diff:
-        raise ValueError(f"{out} holds a run with another config {diff} (old, new); choose "
-                         f"another --out or delete that directory")
+def _diverged(s: Setup, step: int, cause: str, applied: bool = False) -> None:
+    """Stop with DivergedError naming the step, the cause and the last good checkpoint.
+
+    Unless the update was already applied, the parameters are those after `step` steps, still
+    finite: they become the checkpoint of step `step` (the records hold steps < step).
+    """
+    root = s.out / "checkpoints"
+    if not applied:
+        with contextlib.suppress(CheckpointError):
+            save_checkpoint(root, step, s.model, s.tok, s.opt, s.sched)
+    have = checkpoints(root)
+    last = f"{have[-1]} (step {checkpoint_step(have[-1])})" if have else "none (no checkpoint saved)"
+    what = "the update was applied" if applied else "the update was not applied"
+    raise DivergedError(f"diverged at step {step}: {cause}; {what}; last good checkpoint: "
+                        f"{last}; records: {s.out / 'train.nc'} up to step {step - 1}")

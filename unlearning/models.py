@@ -11,7 +11,9 @@ Names understood by `load_model`:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import socket
 import shutil
 from pathlib import Path
 
@@ -97,10 +99,36 @@ def _bundled_fp32_dir(name: str) -> Path:
     return target
 
 
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """One TCP connection attempt to the hub (no retries)."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_local_only(name: str) -> bool:
+    """True when a hub id must come from the local HF cache: offline (HF_HUB_OFFLINE) or the
+    hub unreachable. Fails at once, naming what to do, when it is not cached either."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not offline and hub_reachable():
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub is unreachable"
+        raise FileNotFoundError(f"model {name!r} is a hub id, {why} and it is not in the local "
+                                f"Hugging Face cache; pass a local model directory, "
+                                f"{' or '.join(TINY[:1] + tuple(BUNDLED))}")
+    return True
+
+
 def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0):
     """Return (model, tokenizer) in eval mode for a name, a local directory or a hub id."""
     if name in TINY:
         return tiny_model(name, seed=seed, dtype=dtype), tiny_tokenizer()
+    local = False
     if name in BUNDLED:
         path = _bundled_fp32_dir(name)
     elif Path(name).exists():
@@ -110,11 +138,20 @@ def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0):
                                     f"Hugging Face causal-LM directory")
     elif "/" in name and not name.startswith((".", "/")):
         path = name                                 # a hub id: works where the hub is reachable
+        local = _hub_local_only(name)
     else:
         raise ValueError(f"unknown model {name!r}; expected one of {TINY + tuple(BUNDLED)}, "
                          f"a local HF directory, or a hub id")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    tok = AutoTokenizer.from_pretrained(path)
+    kw = {"local_files_only": local} if isinstance(path, str) else {}
+    info = Path(path) / "geffect_model.json"        # a checkpoint of ours: data, never code
+    if isinstance(path, Path) and info.exists():
+        kw["use_safetensors"] = True
+        attn = json.loads(info.read_text()).get("attn_implementation")
+        if attn:                                    # resume runs the kernel the run started with
+            kw["attn_implementation"] = attn
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
+    tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kw.items()
+                                                  if k == "local_files_only"})
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model.eval(), tok

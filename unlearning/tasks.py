@@ -156,6 +156,10 @@ def build_task(tokenizer, benchmark: str, forget_split: str, retain_split: str, 
         raise ValueError(f"retain set {retain_split} is empty (n_retain={n_retain})")
     idk = load_split("tofu", "idk", data_dir) if "question" in forget[0] else []
     normal: list[list[dict]] = []
+    if k > 1 and normal_strategy.startswith("retain") and k - 1 > len(retain):
+        raise ValueError(f"k={k} needs k-1={k - 1} normal samples per forget record from the "
+                         f"retain set, which has {len(retain)} records; lower k or use more "
+                         f"retain records (n_retain={n_retain})")
     if k > 1:
         perturbed = None
         if normal_strategy == "alternatives":

@@ -62,7 +62,7 @@ class NanAtStep2:
 
 def test_nan_loss_stops_with_readable_record_and_checkpoint(tmp_path):
     cfg = tiny_cfg(tmp_path, method="_nan_at_step_2", steps=5)
-    with pytest.raises(engine.DivergedError, match="nan at step 2"):
+    with pytest.raises(engine.DivergedError, match="diverged at step 2: the objective is nan"):
         engine.run(cfg, progress=False)
     run = tmp_path / "run"
     assert open_record(run / "train.nc").step.values.tolist() == [0, 1]

@@ -96,3 +96,44 @@ def evaluate(model, tokenizer, benchmark: str, *, forget_split: str = "forget05"
     return build_record(parts, summary, benchmark=benchmark, model_name=str(name), step=step,
                         notes=notes, settings=settings,
                         forget_split=forget_split if benchmark == "tofu" else "")
+
+
+def _writable(out) -> None:
+    """Fail before any model is loaded when `out` cannot take the evaluation's files."""
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".geffect-write-test"
+    probe.write_text("")
+    probe.unlink()
+
+
+def run_eval(model_name: str, benchmarks, out, **kw) -> dict:
+    """`geffect eval`: evaluate one model on each benchmark, writing each as it finishes.
+
+    One benchmark writes `out/eval.nc` and `out/eval_summary.json`; several write
+    `eval-<benchmark>.nc` and `eval_summary-<benchmark>.json` each, so a later failure never
+    loses a finished part. Benchmarks and `out` are checked before the model is loaded.
+    Returns the last benchmark's summary.
+    """
+    import json
+    from pathlib import Path
+
+    from ..engine import save_eval
+    from ..models import load_model
+
+    benchmarks = [benchmarks] if isinstance(benchmarks, str) else list(benchmarks)
+    for b in benchmarks:
+        _check(b, kw.get("forget_split", "forget05") if b == "tofu" else "forget05")
+    out = Path(out)
+    _writable(out)
+    model, tok = load_model(model_name)
+    summary: dict = {}
+    for b in benchmarks:
+        ds = evaluate(model, tok, b, **kw)
+        tag = "" if len(benchmarks) == 1 else f"-{b}"
+        save_eval(ds, out / f"eval{tag}.nc", append=False)
+        summary = summary_json(ds)
+        (out / f"eval_summary{tag}.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -43,6 +43,7 @@ class RunConfig:
     retain_truth_ratios: str | None = None
     seed: int = 0
     dtype: str = "float32"
+    report_to: str | None = None          # trackers for live curves: "tensorboard,wandb,..."
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

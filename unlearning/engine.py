@@ -26,6 +26,7 @@ from geffect.schema import make_attrs
 
 from .checkpoint import checkpoints, load_state, save_checkpoint
 from .config import RunConfig
+from .integrations.report import Reporter
 from .models import load_model
 from .objectives import OwnsUpdate, SplitOutputs, build
 from .tasks import build_task
@@ -149,6 +150,7 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
                        normal_strategy=task.normal_strategy)
     if cfg.eval_every and start == 0:
         _evaluate(model, tok, cfg, out, 0, attrs)
+    reporter = Reporter(cfg.report_to, out) if cfg.report_to else None
 
     steps = range(start, cfg.steps)
     for step in tqdm(steps, desc=f"{cfg.method}", disable=not progress, initial=start, total=cfg.steps):
@@ -194,10 +196,15 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
         if measure:
             append_record(gds.assign_attrs(config=attrs["config"], model=cfg.model,
                                            method=cfg.method), out / "geffect.nc", "geffect")
+        if reporter:
+            reporter.log_step(step, train_step_record(step, loss, grad_norm, lr, nll_f, nll_r),
+                              gds if measure else None)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save_checkpoint(out / "checkpoints", step + 1, model, tok, opt, sched)
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
             _evaluate(model, tok, cfg, out, step + 1, attrs)
+    if reporter:
+        reporter.close()
     last = checkpoints(out / "checkpoints")
     if not last or load_state(last[-1])["step"] != cfg.steps:
         save_checkpoint(out / "checkpoints", cfg.steps, model, tok, opt, sched)
@@ -294,7 +301,7 @@ def _check_resumable(out: Path, cfg: RunConfig) -> None:
         return
     old = RunConfig.from_json(old_path.read_text())
     diff = {k: (v, getattr(cfg, k)) for k, v in vars(old).items()
-            if k not in ("steps", "eval_every") and v != getattr(cfg, k)}
+            if k not in ("steps", "eval_every", "report_to") and v != getattr(cfg, k)}
     if diff:
         raise ValueError(f"{out} holds a run with another config {diff} (old, new); choose "
                          f"another --out or delete that directory")

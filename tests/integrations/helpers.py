@@ -51,7 +51,7 @@ class ObjectiveTrainerG(GEffectsMixin, ObjectiveTrainer):
         return {"forget": inputs["forget"], "normal": inputs["normal"], "sga": self.objective}
 
 
-def trainer_for(cfg: RunConfig, out, **geffect_kw) -> ObjectiveTrainerG:
+def trainer_for(cfg: RunConfig, out, report_to="none", **geffect_kw) -> ObjectiveTrainerG:
     """A Trainer with G-effects that reproduces `engine.run(cfg)` (SGD, constant lr)."""
     if cfg.optimizer != "sgd" or cfg.schedule != "constant" or cfg.max_grad_norm:
         raise ValueError("trainer_for reproduces SGD, constant lr, no clipping only")
@@ -66,7 +66,7 @@ def trainer_for(cfg: RunConfig, out, **geffect_kw) -> ObjectiveTrainerG:
         output_dir=str(out), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
         max_steps=cfg.steps, learning_rate=cfg.lr, optim="sgd", lr_scheduler_type="constant",
         weight_decay=cfg.weight_decay, max_grad_norm=0.0, train_sampling_strategy="sequential",
-        report_to="none", use_cpu=True, save_strategy="no", remove_unused_columns=False, logging_steps=1, seed=cfg.seed,
+        report_to=report_to, use_cpu=True, save_strategy="no", remove_unused_columns=False, logging_steps=1, seed=cfg.seed,
         disable_tqdm=True)
     data = StepBatches(task, objective.splits, cfg.batch_size, cfg.seed, cfg.steps * cfg.grad_accum)
     return ObjectiveTrainerG(model=model, args=args, train_dataset=data, objective=objective,

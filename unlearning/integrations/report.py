@@ -23,6 +23,7 @@ tags and tracker setup (WANDB_PROJECT, MLFLOW_TRACKING_URI, ...) are the Trainer
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,9 @@ class Reporter:
         self.state, self.control = TrainerState(), TrainerControl()
         self.callbacks = []
         for name in self.names:
+            if importlib.util.find_spec(EXTRAS[name]) is None:
+                raise ValueError(f"report_to {name!r} needs the package {EXTRAS[name]!r} "
+                                 f"(pip install 'geffect[{name}]')")
             try:
                 if name == "tensorboard":
                     from torch.utils.tensorboard import SummaryWriter

@@ -13,8 +13,8 @@ from unlearning.integrations.report import Reporter, parse_report_to, scalars
 from unlearning.models import load_model
 from unlearning.objectives import build
 
-from .test_trainer import tiny_cfg
 from .helpers import trainer_for
+from .test_trainer import tiny_cfg
 
 TAGS = {"geffect/forget", "geffect/retain", "risk/forget", "risk/retain"}
 SGA_TAGS = {"sga/cosine_ga_sga", "sga/norm_ratio_ga_sga", "sga/r_star"}

@@ -51,8 +51,13 @@ class ObjectiveTrainerG(GEffectsMixin, ObjectiveTrainer):
         return {"forget": inputs["forget"], "normal": inputs["normal"], "sga": self.objective}
 
 
-def trainer_for(cfg: RunConfig, out, report_to="none", **geffect_kw) -> ObjectiveTrainerG:
-    """A Trainer with G-effects that reproduces `engine.run(cfg)` (SGD, constant lr)."""
+def trainer_for(cfg: RunConfig, out, report_to="none", world: int = 1,
+                **geffect_kw) -> ObjectiveTrainerG:
+    """A Trainer with G-effects that reproduces `engine.run(cfg)` (SGD, constant lr).
+
+    world > 1 (run under `torch.distributed.run`, DDP on CPU with gloo): each item holds
+    batch_size / world rows, so rank r's micro-batch is the r-th slice of the engine's.
+    """
     if cfg.optimizer != "sgd" or cfg.schedule != "constant" or cfg.max_grad_norm:
         raise ValueError("trainer_for reproduces SGD, constant lr, no clipping only")
     model, tok = load_model(cfg.model, dtype=getattr(torch, cfg.dtype), seed=cfg.seed)
@@ -66,9 +71,12 @@ def trainer_for(cfg: RunConfig, out, report_to="none", **geffect_kw) -> Objectiv
         output_dir=str(out), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
         max_steps=cfg.steps, learning_rate=cfg.lr, optim="sgd", lr_scheduler_type="constant",
         weight_decay=cfg.weight_decay, max_grad_norm=0.0, train_sampling_strategy="sequential",
-        report_to=report_to, use_cpu=True, save_strategy="no", remove_unused_columns=False, logging_steps=1, seed=cfg.seed,
+        report_to=report_to, use_cpu=True, ddp_backend="gloo" if world > 1 else None, save_strategy="no", remove_unused_columns=False, logging_steps=1, seed=cfg.seed,
         disable_tqdm=True)
-    data = StepBatches(task, objective.splits, cfg.batch_size, cfg.seed, cfg.steps * cfg.grad_accum)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} ranks")
+    data = StepBatches(task, objective.splits, cfg.batch_size // world, cfg.seed,
+                       cfg.steps * cfg.grad_accum * world)
     return ObjectiveTrainerG(model=model, args=args, train_dataset=data, objective=objective,
                              data_collator=lambda items: items[0],
                              geffect_probes=engine._probes(task, cfg),

@@ -118,9 +118,10 @@ class GEffectsMixin:
         rec = geffect.Recorder(self.model, probes=probes, attrs=self.geffect_attrs,
                                probe_chunk=self.geffect_probe_chunk)
         div = self.geffect_divergence(inputs)
-        self._ge = {"step": step, "rec": rec.__enter__(), "losses": [], "ids": [],
-                    "div": None if div is None else {k: (_to(v, device) if k != "sga" else v)
-                                                     for k, v in div.items()}}
+        if div is not None:
+            div = {k: (v if k == "sga" else _to(_gathered(v, acc.num_processes), device))
+                   for k, v in div.items()}
+        self._ge = {"step": step, "rec": rec.__enter__(), "losses": [], "ids": [], "div": div}
 
     def _abort(self) -> None:
         if self._ge is not None:
@@ -138,6 +139,8 @@ class GEffectsMixin:
             ds = rec.measure(step=ge["step"], divergence=div, sga=sga)
         finally:
             rec.__exit__(None, None, None)
+        if self.accelerator.num_processes > 1:
+            ds = _across_ranks(ds, self.accelerator.num_processes, ge["ids"])
         if self.is_world_process_zero():
             self._append(ds)
         if self.geffect_report:
@@ -175,6 +178,64 @@ def _joined(ids: list[list[str] | None]) -> list[str] | None:
         raise ValueError("geffect_sample_ids returned None for some micro-batches of a step and "
                          "ids for others; expected ids for all or for none")
     return [i for micro in ids for i in micro]
+
+
+def _gathered(batch: Mapping, world: int) -> dict:
+    """Under DDP: every rank's rows of a batch dict, in rank order, right-padded to one width
+    (padding: attention 0, label -100, so no row's risk changes). One process: the batch."""
+    if world == 1:
+        return dict(batch)
+    import torch
+    import torch.distributed as dist
+
+    parts = [None] * world
+    dist.all_gather_object(parts, {k: (v.cpu() if hasattr(v, "cpu") else list(v))
+                                   for k, v in batch.items()})
+    width = max(p["input_ids"].shape[1] for p in parts)
+    fill = {"input_ids": 0, "attention_mask": 0, "labels": -100}
+    out = {}
+    for key in parts[0]:
+        if key in fill:
+            out[key] = torch.cat([torch.nn.functional.pad(p[key], (0, width - p[key].shape[1]),
+                                                          value=fill[key]) for p in parts])  # (B, T)
+        else:
+            out[key] = [x for p in parts for x in p[key]]
+    return out
+
+
+def _across_ranks(ds, world: int, micro_ids: list[list[str] | None]):
+    """Under DDP (gradients averaged over `world` ranks): the step's record for all ranks.
+
+    `.grad` is already the global gradient, so `geffect`, `geffect_instance` and the norms are
+    global. Each rank's point-wise rows hold its rows' share of its local gradient; the global
+    share is 1/world of it. Samples are ordered as one process would see them (micro-batch,
+    then rank, then row) and rows sharing an id are summed; unnamed rows (no
+    `geffect_sample_ids`) are prefixed with their rank, in rank order. `objective_loss`: the
+    mean over ranks.
+    """
+    import numpy as np
+    import torch.distributed as dist
+
+    pw = ds.geffect_pointwise.values[0] / world                      # (S, P, G)
+    ids = [str(i) for i in ds.sample_id.values[0]]
+    parts = [None] * world
+    dist.all_gather_object(parts, (micro_ids, ids, pw, float(ds.objective_loss.values[0])))
+    named = any(i is not None for i in micro_ids)
+    if named:
+        order = list(dict.fromkeys(i for m in range(len(micro_ids)) for p in parts
+                                   for i in p[0][m]))
+    else:
+        order = [f"rank{r}/{i}" for r, p in enumerate(parts) for i in p[1]]
+    out = np.zeros((len(order), *pw.shape[1:]))                      # (S_all, P, G)
+    for r, (_, ids_r, pw_r, _) in enumerate(parts):
+        for i, v in zip(ids_r, pw_r):
+            out[order.index(i if named else f"rank{r}/{i}")] += v    # (P, G)
+    ds = ds.drop_vars(["geffect_pointwise", "sample_id", "sample"])
+    return ds.assign(
+        geffect_pointwise=(("step", "sample", "probe", "group"), out[None]),
+        sample_id=(("step", "sample"), np.array([order], dtype=object)),
+        objective_loss=(("step",), [float(np.mean([p[3] for p in parts]))]),
+    ).assign_coords(sample=("sample", np.arange(len(order), dtype=np.int64)))
 
 
 def _to(batch: Mapping, device) -> dict:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from unlearning.config import RunConfig  # noqa: E402
-
 from tests.integrations.helpers import trainer_for  # noqa: E402
+from unlearning.config import RunConfig  # noqa: E402
 
 if __name__ == "__main__":
     cfg = RunConfig.from_json(Path(sys.argv[1]).read_text())

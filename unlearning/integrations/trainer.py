@@ -25,7 +25,11 @@ to return one id per row of each model forward `compute_loss` makes, in call ord
 share an id form one objective instance). Without it every row is its own instance. For the
 GA-vs-SGA divergence (SGA runs) override `geffect_divergence(inputs)`.
 
-Not supported (an error says so): fp16 loss scaling, DeepSpeed, Megatron-LM and LOMO.
+Under DDP `.grad` is the averaged global gradient, so the record is the global step's (the
+point-wise rows and divergence batches are gathered over ranks; see `_across_ranks`). Not
+supported (an error says so): fp16 loss scaling, DeepSpeed, FSDP, Megatron-LM, XLA,
+`torch.nn.DataParallel`, LOMO and gradient checkpointing (its recomputed forwards would be
+captured twice).
 """
 from __future__ import annotations
 
@@ -63,8 +67,8 @@ class GEffectsMixin:
         self.geffect_attrs = dict(geffect_attrs or {})
         self.geffect_attrs.setdefault("config", self.args.to_json_string())
         self.geffect_attrs.setdefault("method", type(self).__name__)
-        self.geffect_attrs.setdefault("model", getattr(self.model.config, "name_or_path", "")
-                                      or type(self.model).__name__)
+        self.geffect_attrs.setdefault("model", getattr(getattr(self.model, "config", None),
+                                                       "name_or_path", "") or type(self.model).__name__)
         self._ge = None                          # the open measurement: dict, or None
 
     # ---- what a trainer may say about its inputs --------------------------------------------
@@ -109,10 +113,15 @@ class GEffectsMixin:
     def _open(self, step: int, inputs) -> None:
         acc = self.accelerator
         kind = str(getattr(acc.distributed_type, "value", acc.distributed_type))
-        if acc.scaler is not None or kind in ("DEEPSPEED", "MEGATRON_LM"):
-            raise NotImplementedError(f"G-effects under the Trainer: fp16 loss scaling, DeepSpeed "
-                                      f"and Megatron-LM are not supported (found distributed type "
-                                      f"{kind}, scaler {acc.scaler is not None}); use bf16/fp32")
+        found = [what for what, bad in (
+            (f"distributed type {kind}", not (kind == "NO" or kind.startswith("MULTI_"))),
+            ("fp16 loss scaling", acc.scaler is not None),
+            ("torch.nn.DataParallel (n_gpu > 1 in one process)", self.args.n_gpu > 1 and acc.num_processes == 1),
+            ("gradient checkpointing", bool(self.args.gradient_checkpointing)
+             or _checkpointing(self.model))) if bad]
+        if found:
+            raise NotImplementedError(f"G-effects under the Trainer support one process or DDP, "
+                                      f"fp32/bf16, no activation recomputation; found {found}")
         device = self.args.device
         probes = {p: _to(b, device) for p, b in self.geffect_probes.items()}
         rec = geffect.Recorder(self.model, probes=probes, attrs=self.geffect_attrs,
@@ -158,6 +167,13 @@ class GEffectsMixin:
                     write_record(old.sel(step=old.step < step), path, "geffect")
         self._ge_truncated = True
         append_record(ds, path, "geffect")
+
+
+def _checkpointing(model) -> bool:
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):   # new, old name
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
 
 
 def _stash(losses: list):

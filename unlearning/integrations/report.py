@@ -108,7 +108,7 @@ class Reporter:
 
         self.names = parse_report_to(report_to)
         out = Path(out)
-        self.args = TrainingArguments(output_dir=str(out), report_to=self.names, use_cpu=True,
+        self.args = TrainingArguments(output_dir=str(out), report_to=self.names,
                                       run_name=run_name or out.name)
         self.state, self.control = TrainerState(), TrainerControl()
         self.callbacks = []

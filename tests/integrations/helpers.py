@@ -67,12 +67,13 @@ def trainer_for(cfg: RunConfig, out, report_to="none", world: int = 1,
                       k=getattr(objective, "k", 0) if "normal" in objective.splits else 0,
                       normal_strategy=cfg.normal_strategy, max_length=cfg.max_length,
                       seed=cfg.seed, data_dir=cfg.data_dir)
-    args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
-        max_steps=cfg.steps, learning_rate=cfg.lr, optim="sgd", lr_scheduler_type="constant",
-        weight_decay=cfg.weight_decay, max_grad_norm=0.0, train_sampling_strategy="sequential",
-        report_to=report_to, use_cpu=True, ddp_backend="gloo" if world > 1 else None, save_strategy="no", remove_unused_columns=False, logging_steps=1, seed=cfg.seed,
-        disable_tqdm=True)
+    args = TrainingArguments(                            # item order = the engine's batch order
+        output_dir=str(out), per_device_train_batch_size=1, train_sampling_strategy="sequential",
+        gradient_accumulation_steps=cfg.grad_accum, max_steps=cfg.steps, learning_rate=cfg.lr,
+        optim="sgd", lr_scheduler_type="constant", weight_decay=cfg.weight_decay,
+        max_grad_norm=0.0, report_to=report_to, use_cpu=True, seed=cfg.seed,
+        ddp_backend="gloo" if world > 1 else None, remove_unused_columns=False,
+        save_strategy="no", logging_steps=1, disable_tqdm=True)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} ranks")
     data = StepBatches(task, objective.splits, cfg.batch_size // world, cfg.seed,

@@ -18,7 +18,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 # Fields that do not change what a run computes: a run directory may be moved (out), grown
 # (steps), and checkpointed or evaluated at another rate on resume.
-NOT_IDENTITY = ("out", "steps", "checkpoint_every", "eval_every")
+NOT_IDENTITY = ("out", "steps", "checkpoint_every", "eval_every", "report_to")
 
 
 @dataclass
@@ -66,6 +66,8 @@ class RunConfig:
             file or a retain model directory).
         seed: seed of the model initialisation (tiny models), batches and sampling.
         dtype: parameter dtype: float32, float64, bfloat16 or float16.
+        report_to: trackers that get live scalar curves, comma-separated: tensorboard,
+            wandb, mlflow, trackio (default: none; geffect.nc stays the full record).
     """
 
     method: str = "ga"
@@ -100,6 +102,7 @@ class RunConfig:
     retain_truth_ratios: str | None = None
     seed: int = 0
     dtype: str = "float32"
+    report_to: str | None = None
 
     def __post_init__(self):
         validate(self)

@@ -34,6 +34,7 @@ from geffect.schema import make_attrs
 from .checkpoint import (CheckpointError, checkpoint_step, checkpoints, load_state,
                          nonfinite_parameters, save_checkpoint)
 from .config import RunConfig
+from .integrations.report import Reporter
 from .models import load_model
 from .objectives import OwnsUpdate, SplitOutputs, build
 from .rundir import finished, prepare, run_lock, stop_on_signal
@@ -187,7 +188,10 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
     if finished(out, cfg, open_record):                       # reads only: a read-only finished run is fine
         return out
     out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out), stop_on_signal() as stop:
+    reporter = Reporter(cfg.report_to, out) if cfg.report_to else None
+    with run_lock(out), stop_on_signal() as stop, contextlib.ExitStack() as closing:
+        if reporter:
+            closing.callback(reporter.close)
         ckpt = prepare(out, cfg, open_record, write_record)
         cfg.save(out / "config.json")
         s = setup(cfg, out, ckpt)
@@ -200,6 +204,8 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
             if gds is not None:
                 append_record(gds.assign_attrs(config=s.attrs["config"], model=cfg.model,
                                                method=cfg.method), out / "geffect.nc", "geffect")
+            if reporter:
+                reporter.log_step(step, train, gds)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
                 _evaluate(s, step + 1)
             if stop or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):

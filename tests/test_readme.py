@@ -30,6 +30,8 @@ SWAPS = [  # (README text, what runs here, why)
 SKIP = {
     "make demo": "the SmolLM2 demo (about 15 min); its tiny preset runs in tests/unlearning/test_demo.py",
     "make test": "this test suite itself",
+    "python -m analysis.notebooks": "needs the demo's runs (demo_out/runs); the runner "
+                                    "is tested in tests/analysis/test_notebooks.py",
 }
 
 

@@ -163,7 +163,8 @@ def plot_training(ds: xr.Dataset, ax: Axes | None = None, *, var: str = "loss",
         raise ValueError(f"variable {var!r} not in the record; found {list(ds.data_vars)}")
     ax = get_ax(ax)
     for label, one in runs(ds[var]):
-        ax.plot(one["step"].values, one.values, label=label, **kw)
+        ok = np.isfinite(one.values)              # NaN between monitoring steps: join the rest
+        ax.plot(one["step"].values[ok], one.values[ok], label=label, **kw)
     if var == "grad_norm":
         ax.set_yscale("log")
     return finish(ax, STEP, TRAIN_LABELS.get(var, var), None, zero=var == "loss")

@@ -36,6 +36,7 @@ class RunConfig:
     max_grad_norm: float | None = None
     checkpoint_every: int = 0             # 0: only the final checkpoint
     geffect_every: int = 0                # 0: no G-effects
+    monitor_every: int = 10               # extra monitoring forwards (retain NLL); 0: never
     probe_forget: int = 16
     probe_retain: int = 16
     eval_every: int = 0                   # 0: no evaluation during training

@@ -40,7 +40,8 @@ CASES = {
     "rmu": dict(method="rmu", hparams={"c": 2.0, "alpha": 10.0}),
     "sft": dict(method="sft"),
     "retain_nll": dict(method="retain_nll"),
-    "retain_kl": dict(method="retain_kl"),
+    "retain_kl": dict(method="retain_kl", optimizer="sgd", lr=0.5),   # Adam would amplify
+    # the rounding noise of the zero gradient at step 0 (policy = reference)
     "sga_k2": dict(method="sga", hparams={"k": 2}),
     "sga_k3_geffect": dict(method="sga", hparams={"k": 3, "r": -0.5}, geffect_every=2,
                            probe_forget=2, probe_retain=2),

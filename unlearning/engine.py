@@ -29,7 +29,7 @@ from geffect.schema import make_attrs
 from .checkpoint import checkpoints, load_state, save_checkpoint
 from .config import RunConfig
 from .models import load_model
-from .monitor import monitor_nlls, monitoring, step_nlls
+from .monitor import clipped_grad_norm, monitor_nlls, monitoring, step_nlls
 from .objectives import OwnsUpdate, SplitOutputs, build
 from .tasks import build_task
 
@@ -207,7 +207,7 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
                        if "normal" in objective.splits else None)
                 gds = rec.measure(step=step, divergence=div, sga=objective if div else None)
         loss = _mean_loss(losses)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+        grad_norm = clipped_grad_norm(params, cfg.max_grad_norm)
         lr = sched.get_last_lr()[0]
         if hasattr(objective, "learning_rate"):
             lr = objective.learning_rate(step, lr, lambda eta: _loss_at(model, params, objective, micro[0], hidden_layers, ref, eta))

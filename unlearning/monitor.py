@@ -3,7 +3,8 @@
 The forget and retain NLL of `train.nc` come from the step's own forwards where the objective
 ran that split (free). A retain NLL for an objective that reads no retain split needs an
 extra forward; it runs only on monitoring steps (`monitor_every`, G-effect steps, steps an
-evaluation follows) and is NaN in between (geffect/SCHEMA.md).
+evaluation follows) and is NaN in between (geffect/SCHEMA.md). The gradient norm is read
+without rewriting the gradients when nothing is clipped.
 """
 from __future__ import annotations
 
@@ -42,3 +43,14 @@ def monitor_nlls(model, task, cfg: RunConfig, step: int, loss, seen: dict, extra
 
         nll_r = mean_nll(model, task.batch(step, cfg.batch_size, ("retain",), cfg.seed)["retain"])
     return nll_f, nll_r
+
+
+def clipped_grad_norm(params, max_norm: float | None) -> float:
+    """Global L2 norm of the gradients before clipping; clips to `max_norm` when it is set.
+
+    Without a limit only the norm is computed: `clip_grad_norm_(params, inf)` gives the same
+    norm but also multiplies every gradient by 1, a second pass over all of them.
+    """
+    if max_norm:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))

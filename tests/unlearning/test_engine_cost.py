@@ -107,3 +107,20 @@ def test_auto_takes_the_fused_kernel_on_cpu_and_names_bad_choices():
         engine.make_optimizer(p, RunConfig(), impl="fast")
     with pytest.raises(ValueError, match="unknown optimizer 'adam'; expected one of"):
         engine.make_optimizer(p, RunConfig(optimizer="adam"))
+
+
+@pytest.mark.parametrize("max_norm", [None, 0.0, 1e-3])
+def test_the_gradient_norm_is_clip_grad_norms_and_clips_only_with_a_limit(max_norm):
+    from unlearning.monitor import clipped_grad_norm
+
+    g = torch.Generator().manual_seed(0)
+    ps = [torch.nn.Parameter(torch.zeros(s, dtype=torch.float64)) for s in ((3, 4), (5,))]
+    for p in ps:
+        p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype)
+    ref = [p.detach().clone().requires_grad_() for p in ps]
+    for r, p in zip(ref, ps):
+        r.grad = p.grad.clone()
+    want = float(torch.nn.utils.clip_grad_norm_(ref, max_norm or float("inf")))
+    assert clipped_grad_norm(ps, max_norm) == want
+    for r, p in zip(ref, ps):
+        torch.testing.assert_close(p.grad, r.grad, rtol=1e-15, atol=0)

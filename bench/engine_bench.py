@@ -20,6 +20,8 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -93,7 +95,7 @@ def step_times(fn) -> list[float]:
         fn()
     finally:
         handle.remove()
-    return [b - a for a, b in zip(marks, marks[1:])]
+    return [b - a for a, b in pairwise(marks)]
 
 
 def engine_config(method: str, args, out: Path) -> RunConfig:
@@ -133,12 +135,15 @@ def main(argv=None) -> None:
                       "sga": ("forget", "normal")}[method]
             task = build_task(tok, "tofu", "forget01", "retain99", k=METHODS[method].get("k", 0),
                               max_length=args.max_length, seed=cfg.seed)
-            hand = step_times(lambda: hand_loop(method, args, task, splits))
-            eng = step_times(lambda: run(cfg, progress=False))
+            hand = step_times(partial(hand_loop, method, args, task, splits))
+            eng = step_times(partial(run, cfg, progress=False))
             h, e = statistics.median(hand), statistics.median(eng)
-            span = lambda ts: f"{min(ts):.2f}–{max(ts):.2f}"
-            print(f"| {method} | {h:.3f} ({span(hand)}) | {e:.3f} ({span(eng)}) | {e / h:.2f} |",
+            print(f"| {method} | {h:.3f} ({_span(hand)}) | {e:.3f} ({_span(eng)}) | {e / h:.2f} |",
                   flush=True)
+
+
+def _span(ts: list[float]) -> str:
+    return f"{min(ts):.2f}–{max(ts):.2f}"
 
 
 if __name__ == "__main__":

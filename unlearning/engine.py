@@ -44,15 +44,14 @@ def split_outputs(model, batch: dict, hidden_layers=(), ref=None) -> SplitOutput
         out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 output_hidden_states=bool(hidden_layers))
         hidden = {l: out.hidden_states[l] for l in hidden_layers}      # each (B, T, d)
-        return out.logits[:, :-1], hidden                              # (B, T-1, V)
+        return out.logits, hidden                                      # (B, T, V)
 
     logits, hidden = forward(model)
     ref_logits, ref_hidden = None, {}
     if ref is not None:
         with torch.no_grad():
             ref_logits, ref_hidden = forward(ref)
-    return SplitOutputs(logits=logits, labels=batch["labels"][:, 1:], ref_logits=ref_logits,
-                        hidden=hidden, ref_hidden=ref_hidden)
+    return SplitOutputs.shifted(logits, batch["labels"], ref_logits, hidden=hidden, ref_hidden=ref_hidden)
 
 
 def sample_ids(objective, batches: dict) -> list[str]:

@@ -3,8 +3,7 @@ log-softmax: the same values and gradients as the full-vocabulary formulas (floa
 import pytest
 import torch
 
-import unlearning.objectives.base as base
-from unlearning.objectives import SplitOutputs, build
+from unlearning.objectives import SplitOutputs, base, build
 from unlearning.objectives.base import answer_kl, token_logprobs
 
 
@@ -96,3 +95,21 @@ def test_a_no_grad_read_does_not_stand_in_for_a_graph():
     assert not first.requires_grad
     assert out.logprobs.requires_grad                     # recomputed with its graph
     assert out.logprobs is out.logprobs                   # and cached from then on
+
+
+def test_shifted_outputs_give_the_sliced_logprobs_and_gradients():
+    """SplitOutputs.shifted (the engine's) computes on the full logits with shifted labels:
+    same values and gradients as the old formula on logits[:, :-1] and labels[:, 1:]."""
+    logits, ref, labels = random_case(3, t=7)
+    full = logits.clone().requires_grad_()
+    out = SplitOutputs.shifted(full, labels, ref)
+    assert out.logits.shape == (3, 6, 11) and torch.equal(out.labels, labels[:, 1:])
+    weights = torch.linspace(-1, 2, 18, dtype=torch.float64).view(3, 6)
+    (g,) = torch.autograd.grad((weights * out.logprobs).sum(), full)
+    x = logits.clone().requires_grad_()
+    want = old_token_logprobs(x[:, :-1], labels[:, 1:])                  # (B, T)
+    (g_old,) = torch.autograd.grad((weights * want).sum(), x)
+    torch.testing.assert_close(out.logprobs.detach(), want.detach(), rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(g, g_old, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(out.ref_logprobs, old_token_logprobs(ref[:, :-1], labels[:, 1:]),
+                               rtol=1e-13, atol=1e-14)

@@ -48,6 +48,21 @@ class SplitOutputs:
     ref_hidden: dict[int, Tensor] = field(default_factory=dict)
     group: Tensor | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _full: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @classmethod
+    def shifted(cls, logits: Tensor, labels: Tensor, ref_logits: Tensor | None = None,
+                **kw) -> SplitOutputs:
+        """From a causal LM's full-length outputs, where logits[:, t] predicts labels[:, t + 1].
+
+        Fields hold logits[:, :-1] and labels[:, 1:] as usual; the label log-probs are computed
+        on the full, contiguous logits with the labels shifted instead (as HF's loss does), so
+        no B x T x V copy of the sliced logits is made.
+        """
+        out = cls(logits=logits[:, :-1], labels=labels[:, 1:],                 # (B, T, V), (B, T)
+                  ref_logits=None if ref_logits is None else ref_logits[:, :-1], **kw)
+        out._full.update(logprobs=logits, ref_logprobs=ref_logits)            # each (B, T+1, V)
+        return out
 
     @property
     def mask(self) -> Tensor:
@@ -59,7 +74,12 @@ class SplitOutputs:
         hit = self._cache.get(key)
         if hit is not None and (hit.requires_grad or not (torch.is_grad_enabled() and logits.requires_grad)):
             return hit
-        value = token_logprobs(logits, self.labels)                 # (B, T)
+        full = self._full.get(key)
+        if full is not None:
+            padded = F.pad(self.labels, (0, 1), value=-100)         # (B, T+1)
+            value = token_logprobs(full, padded)[:, :-1]            # (B, T)
+        else:
+            value = token_logprobs(logits, self.labels)             # (B, T)
         self._cache[key] = value
         return value
 

@@ -149,7 +149,8 @@ def plot_training(ds: xr.Dataset, ax: Axes | None = None, *, var: str = "loss",
         raise ValueError(f"variable {var!r} not in the record; found {list(ds.data_vars)}")
     ax = get_ax(ax)
     for label, one, st in styled_runs(ds[var].assign_attrs(method=ds.attrs.get("method", ""))):
-        ax.plot(one["step"].values, one.values, label=label, **{**st, **kw})
+        ok = np.isfinite(one.values)              # NaN between monitoring steps: join the rest
+        ax.plot(one["step"].values[ok], one.values[ok], label=label, **{**st, **kw})
     if var == "grad_norm":
         ax.set_yscale("log")
     return finish(ax, STEP, TRAIN_LABELS.get(var, var), None, zero=var == "loss")

@@ -52,7 +52,8 @@ DEFINITIONS = {
     "grad_norm": "global L2 norm of the update direction before clipping",
     "lr": "learning rate used at the step",
     "nll_forget": "mean token NLL on the step's forget batch",
-    "nll_retain": "mean token NLL on the step's retain batch (NaN if none)",
+    "nll_retain": "mean token NLL on the step's retain batch (NaN between monitoring steps "
+                  "when the objective reads no retain split)",
 }
 
 REQUIRED_ATTRS = ("config", "model", "method", "creation_library", "creation_library_version",

@@ -18,7 +18,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 # Fields that do not change what a run computes: a run directory may be moved (out), grown
 # (steps), and checkpointed or evaluated at another rate on resume.
-NOT_IDENTITY = ("out", "steps", "checkpoint_every", "eval_every", "report_to")
+NOT_IDENTITY = ("out", "steps", "checkpoint_every", "eval_every", "report_to", "monitor_every")
 
 
 @dataclass
@@ -58,6 +58,9 @@ class RunConfig:
         checkpoint_every: save a checkpoint every N steps (0: only at the end and on
             interrupt).
         geffect_every: record G-effects every N steps into geffect.nc (0: none).
+        monitor_every: run the extra monitoring forward (a retain NLL for a method that reads
+            no retain split) every N steps, and on G-effect and evaluation steps; NaN in
+            between (0: only on G-effect and evaluation steps).
         probe_forget: forget instances in the G-effect probe set.
         probe_retain: retain instances in the G-effect probe set.
         eval_every: evaluate every N steps into eval.nc, and before the first (0: never).
@@ -95,6 +98,7 @@ class RunConfig:
     max_loss: float | None = None
     checkpoint_every: int = 0
     geffect_every: int = 0
+    monitor_every: int = 10
     probe_forget: int = 16
     probe_retain: int = 16
     eval_every: int = 0
@@ -165,6 +169,7 @@ def validate(cfg: RunConfig) -> RunConfig:
 
     real = (int, float)
     for name in ("steps", "warmup_steps", "checkpoint_every", "geffect_every", "eval_every",
+                 "monitor_every",
                  "probe_forget", "probe_retain", "seed"):
         _number(name, getattr(cfg, name), low=0)
     for name in ("batch_size", "grad_accum", "eval_max_instances"):

@@ -3,7 +3,8 @@
 Per step: forward each split the objective reads (and the reference model where it needs
 one), compute the objective, backward (or let an objective that owns its update write the
 direction), clip, optimizer step, schedule. Every step appends loss terms, gradient norm,
-learning rate and forget/retain NLL to `train.nc`; every `geffect_every` steps the same
+learning rate and forget/retain NLL to `train.nc` (NLLs from the step's own forwards; one
+that needs an extra forward only every `monitor_every` steps, NaN between); every `geffect_every` steps the same
 backward is measured by `geffect.Recorder` into `geffect.nc`; every `eval_every` steps the
 evaluation summary goes to `eval.nc`, then checkpoints are saved, so a checkpoint at step s
 means every record holds the steps before s.
@@ -36,6 +37,7 @@ from .checkpoint import (CheckpointError, checkpoint_step, checkpoints, load_sta
 from .config import RunConfig
 from .integrations.report import Reporter
 from .models import load_model
+from .monitor import clipped_grad_norm, monitor_nlls, monitoring, step_nlls
 from .objectives import OwnsUpdate, SplitOutputs, build
 from .rundir import finished, prepare, run_lock, stop_on_signal
 from .tasks import build_task
@@ -56,15 +58,14 @@ def split_outputs(model, batch: dict, hidden_layers=(), ref=None) -> SplitOutput
         out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 output_hidden_states=bool(hidden_layers))
         hidden = {l: out.hidden_states[l] for l in hidden_layers}      # each (B, T, d)
-        return out.logits[:, :-1], hidden                              # (B, T-1, V)
+        return out.logits, hidden                                      # (B, T, V)
 
     logits, hidden = forward(model)
     ref_logits, ref_hidden = None, {}
     if ref is not None:
         with torch.no_grad():
             ref_logits, ref_hidden = forward(ref)
-    return SplitOutputs(logits=logits, labels=batch["labels"][:, 1:], ref_logits=ref_logits,
-                        hidden=hidden, ref_hidden=ref_hidden)
+    return SplitOutputs.shifted(logits, batch["labels"], ref_logits, hidden=hidden, ref_hidden=ref_hidden)
 
 
 def sample_ids(objective, batches: dict) -> list[str]:
@@ -96,12 +97,36 @@ def make_schedule(optimizer, cfg: RunConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def make_optimizer(params, cfg: RunConfig):
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected adamw or sgd")
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def make_optimizer(params, cfg: RunConfig, impl: str = "auto"):
+    """AdamW or SGD in the fastest implementation the parameters allow.
+
+    `impl="auto"` takes torch's fused kernel (one pass over each tensor; CUDA, CPU and the
+    other devices torch lists) and falls back to foreach where the parameters' device or dtype
+    has no fused kernel. Fused, foreach and single-tensor follow the same update rule:
+    results equal the single-tensor reference within float tolerance (tested). `impl` may
+    also name one of "fused", "foreach", "single" (the reference).
+    """
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected one of {sorted(OPTIMIZERS)}")
+    flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "single": {"foreach": False}}
+    if impl not in (*flags, "auto"):
+        raise ValueError(f"unknown optimizer impl {impl!r}; expected auto, {', '.join(flags)}")
+    params = list(params)
+    if impl == "auto":
+        impl = "fused" if _fused_supported(params) else "foreach"
+    return OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay, **flags[impl])
+
+
+def _fused_supported(params) -> bool:
+    """Whether torch has a fused optimizer kernel for every parameter (device type, float);
+    the device list is torch's own (what its optimizers check at the first step)."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    devices = set(_get_fused_kernels_supported_devices())
+    return all(p.device.type in devices and torch.is_floating_point(p) for p in params)
 
 
 @torch.no_grad()
@@ -235,6 +260,8 @@ def train_step(s: Setup, step: int) -> tuple[xr.Dataset, xr.Dataset | None]:
             outs = {sp: split_outputs(model, batches[sp], s.hidden_layers, s.ref) for sp in objective.splits}
             loss = objective(outs)
             _check_loss(s, step, loss)
+            if not losses:
+                seen = step_nlls(outs)              # micro-batch 0's own NLLs, no forward
             losses.append(loss)
             if not measure:
                 _backward(objective, loss, params, cfg.grad_accum)
@@ -249,7 +276,7 @@ def train_step(s: Setup, step: int) -> tuple[xr.Dataset, xr.Dataset | None]:
                    if "normal" in objective.splits else None)
             gds = rec.measure(step=step, divergence=div, sga=objective if div else None)
     loss = _mean_loss(losses)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+    grad_norm = clipped_grad_norm(params, cfg.max_grad_norm)
     if not math.isfinite(grad_norm):
         _diverged(s, step, f"the gradient norm is {grad_norm} (loss {_num(loss.total):.6g} is finite)")
     lr = s.sched.get_last_lr()[0]
@@ -257,9 +284,7 @@ def train_step(s: Setup, step: int) -> tuple[xr.Dataset, xr.Dataset | None]:
         lr = objective.learning_rate(step, lr, lambda eta: _loss_at(model, params, objective, micro[0], s.hidden_layers, s.ref, eta))
         for g in s.opt.param_groups:
             g["lr"] = lr
-    nll_f = (_num(loss.terms["forget_nll"]) if "forget_nll" in loss.terms
-             else mean_nll(model, micro[0]["forget"]) if "forget" in micro[0] else np.nan)
-    nll_r = mean_nll(model, micro[0]["retain"] if "retain" in micro[0] else s.task.batch(step, cfg.batch_size, ("retain",), cfg.seed)["retain"])
+    nll_f, nll_r = monitor_nlls(model, s.task, cfg, step, loss, seen, monitoring(cfg, step, measure))
     s.opt.step()
     s.sched.step()
     bad = nonfinite_parameters(model)

@@ -137,3 +137,13 @@ def test_smoothing_study_stars_the_best_rate(sweep_record):
     np.testing.assert_allclose(line.get_xdata(), [-0.5, 0.0, 0.4, 0.8])
     r_star = [l for l in ax.get_lines() if "r*" in l.get_label()][0]
     assert r_star.get_xdata()[0] == pytest.approx(float(sweep_record.r_star.mean()))
+
+
+def test_training_lines_join_the_steps_between_nan_monitoring_gaps(train):
+    """nll_retain is NaN between monitoring steps; the line joins the measured steps."""
+    ds = train.copy(deep=True)
+    ds["nll_retain"][1::2] = np.nan
+    ax = plots.plot_training(ds, var="nll_retain")
+    (line,) = ax.get_lines()
+    np.testing.assert_array_equal(line.get_xdata(), ds.step.values[::2])
+    np.testing.assert_allclose(line.get_ydata(), ds.nll_retain.values[::2])

@@ -32,7 +32,7 @@ def test_npo_gradient_weights_rows_by_2_sigmoid():
     s = seq_logprob(out.logprobs, out.mask)
     w = [2 / (1 + math.exp(-beta * d)) for d in (-2.0, 1.5)]
     oracle = (w[0] * s[0] + w[1] * s[1]) / 2
-    (g,) = torch.autograd.grad(loss, out.logits)
+    (g,) = torch.autograd.grad(loss, out.logits, retain_graph=True)   # logprobs are cached
     (g_oracle,) = torch.autograd.grad(oracle, out.logits)
     torch.testing.assert_close(g, g_oracle, rtol=1e-12, atol=1e-14)
 
@@ -59,8 +59,9 @@ def test_npo_with_itself_as_reference_has_unit_weights():
     for beta in (0.1, 3.0):
         loss = build("npo", beta=beta)({"forget": out}).total
         assert loss.item() == pytest.approx(-(2 / beta) * math.log(0.5), abs=1e-12)
-        (g,) = torch.autograd.grad(loss, out.logits)
-        (g_sum,) = torch.autograd.grad(seq_logprob(out.logprobs, out.mask).mean(), out.logits)
+        (g,) = torch.autograd.grad(loss, out.logits, retain_graph=True)   # logprobs are cached
+        (g_sum,) = torch.autograd.grad(seq_logprob(out.logprobs, out.mask).mean(), out.logits,
+                                       retain_graph=True)
         torch.testing.assert_close(g, g_sum, rtol=1e-12, atol=1e-14)
 
 

@@ -50,7 +50,7 @@ def test_wga_weight_carries_no_gradient():
     loss = build("wga", beta=1.0)({"forget": out}).total
     w = out.logprobs.detach().exp()
     oracle = ((w * out.logprobs * out.mask).sum(-1) / out.mask.sum(-1)).mean()
-    (g,) = torch.autograd.grad(loss, out.logits)
+    (g,) = torch.autograd.grad(loss, out.logits, retain_graph=True)     # logprobs are cached
     (g_oracle,) = torch.autograd.grad(oracle, out.logits)
     torch.testing.assert_close(g, g_oracle, rtol=1e-12, atol=1e-14)
 
@@ -98,7 +98,7 @@ def test_tnpo_gradient_is_token_wise_npo_gradient():
     ratio = out.logprobs - out.ref_logprobs                               # (B, T)
     tok = -(2 / beta) * F.logsigmoid(-beta * ratio) * out.mask           # (B, T)
     oracle = (tok.sum(-1) / out.mask.sum(-1)).mean()
-    (g,) = torch.autograd.grad(loss, out.logits)
+    (g,) = torch.autograd.grad(loss, out.logits, retain_graph=True)     # logprobs are cached
     (g_oracle,) = torch.autograd.grad(oracle, out.logits)
     torch.testing.assert_close(g, g_oracle, rtol=1e-12, atol=1e-14)
     # the sequence-level NPO of this table differs (weights per row, not per token)

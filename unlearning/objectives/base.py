@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Mapping, Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 SPLITS = ("forget", "retain", "normal", "idk")
@@ -34,6 +35,10 @@ class SplitOutputs:
             for objectives that ask for them (`hidden_layers`).
         ref_hidden: the reference model's hidden states, same keys.
         group: (B,) index of the forget row each row belongs to (SGA's normal rows), or None.
+
+    `logprobs` and `ref_logprobs` are computed once per split (one fused cross-entropy each)
+    and cached, so an objective and the engine's monitoring may read them as often as they
+    like; the fields are not meant to be replaced after construction.
     """
 
     logits: Tensor
@@ -42,21 +47,52 @@ class SplitOutputs:
     hidden: dict[int, Tensor] = field(default_factory=dict)
     ref_hidden: dict[int, Tensor] = field(default_factory=dict)
     group: Tensor | None = None
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _full: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @classmethod
+    def shifted(cls, logits: Tensor, labels: Tensor, ref_logits: Tensor | None = None,
+                **kw) -> SplitOutputs:
+        """From a causal LM's full-length outputs, where logits[:, t] predicts labels[:, t + 1].
+
+        Fields hold logits[:, :-1] and labels[:, 1:] as usual; the label log-probs are computed
+        on the full, contiguous logits with the labels shifted instead (as HF's loss does), so
+        no B x T x V copy of the sliced logits is made.
+        """
+        out = cls(logits=logits[:, :-1], labels=labels[:, 1:],                 # (B, T, V), (B, T)
+                  ref_logits=None if ref_logits is None else ref_logits[:, :-1], **kw)
+        out._full.update(logprobs=logits, ref_logprobs=ref_logits)            # each (B, T+1, V)
+        return out
 
     @property
     def mask(self) -> Tensor:
         return self.labels != -100                                  # (B, T)
 
+    def _cached_logprobs(self, key: str, logits: Tensor) -> Tensor:
+        """token_logprobs(logits, labels), computed once; a value made without a graph is
+        not reused where a graph is wanted (a no-grad read before the objective)."""
+        hit = self._cache.get(key)
+        if hit is not None and (hit.requires_grad or not (torch.is_grad_enabled() and logits.requires_grad)):
+            return hit
+        full = self._full.get(key)
+        if full is not None:
+            padded = F.pad(self.labels, (0, 1), value=-100)         # (B, T+1)
+            value = token_logprobs(full, padded)[:, :-1]            # (B, T)
+        else:
+            value = token_logprobs(logits, self.labels)             # (B, T)
+        self._cache[key] = value
+        return value
+
     @property
     def logprobs(self) -> Tensor:
-        return token_logprobs(self.logits, self.labels)             # (B, T)
+        return self._cached_logprobs("logprobs", self.logits)      # (B, T)
 
     @property
     def ref_logprobs(self) -> Tensor:
         if self.ref_logits is None:
             raise ValueError("ref_logprobs asked for, but this split has no reference outputs "
                              "(the objective must declare needs_ref = True)")
-        return token_logprobs(self.ref_logits, self.labels)         # (B, T)
+        return self._cached_logprobs("ref_logprobs", self.ref_logits)  # (B, T)
 
     @property
     def nll(self) -> Tensor:
@@ -139,12 +175,19 @@ def build(name: str, **hparams) -> Objective:
 # ---- small pure helpers shared by method files -------------------------------------------
 
 def token_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
-    """(B, T) log-probability of each label token; 0 where labels == -100."""
-    mask = labels != -100                                           # (B, T)
-    safe = labels.clamp_min(0)                                      # (B, T)
-    logp = torch.log_softmax(logits, dim=-1)                        # (B, T, V)
-    picked = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)        # (B, T)
-    return picked * mask
+    """(B, T) log-probability of each label token; 0 where labels == -100.
+
+    One fused cross-entropy (as HF's causal-LM loss computes it): the B x T x V
+    log-softmax lives only inside that op (saved by autograd for its backward), never as a
+    tensor the caller holds. Values and gradients equal log_softmax(logits).gather(labels)
+    masked to 0 (tested in float64 against that formula).
+    """
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"token_logprobs needs logits (B, T, V) and labels (B, T); got "
+                         f"{tuple(logits.shape)} and {tuple(labels.shape)}")
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                          reduction="none", ignore_index=-100)      # (B*T,)  0 where ignored
+    return -nll.view(labels.shape)                                  # (B, T)
 
 
 def mean_token_nll(logprobs: Tensor, mask: Tensor) -> Tensor:
@@ -175,11 +218,18 @@ def answer_kl(logits: Tensor, ref_logits: Tensor, mask: Tensor) -> Tensor:
 
     The open-unlearning reference code averages over every position, padding and prompt
     included; that mixes in tokens nobody asked to preserve, so we average over answer tokens.
+
+    log p is formed as z - logsumexp(z) (z the logits), a temporary that autograd does not
+    keep: the backward needs only q = p_ref (no gradient) and z, so no B x T x V log-softmax
+    of the policy stays alive until the backward. log q is formed the same way, so equal
+    logits give exactly 0. Value and gradient equal the log_softmax form (tested in float64).
     """
     if ref_logits is None:
         raise ValueError("answer_kl needs reference logits, but this split has none "
                          "(the objective must declare needs_ref = True)")
-    logp = torch.log_softmax(logits, dim=-1)                        # (B, T, V)
-    logq = torch.log_softmax(ref_logits, dim=-1)                    # (B, T, V)
-    kl = (logq.exp() * (logq - logp)).sum(-1)                       # (B, T)
+    with torch.no_grad():
+        logq = ref_logits - torch.logsumexp(ref_logits, -1, keepdim=True)   # (B, T, V)
+        q = logq.exp()                                                  # (B, T, V)
+    logp = logits - torch.logsumexp(logits, -1, keepdim=True)           # (B, T, V)
+    kl = (q * (logq - logp)).sum(-1)                                    # (B, T)
     return (kl * mask).sum(-1) / mask.sum(-1).clamp_min(1)          # (B,)

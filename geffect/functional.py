@@ -19,31 +19,33 @@ from .risk import row_risk
 
 
 def module_rows(module: nn.Module, args: tuple, kwargs: dict, b: Tensor,
-                g: dict[str, Tensor]) -> dict[str, Tensor]:
-    """(N, D) <G_d, grad_n p> for each own parameter p of `module` present in `g`.
+                g: dict[str, Tensor], out_index: int | None = None) -> dict[str, Tensor]:
+    """(N, D) <G_d, grad_n p> for each parameter p of `module` named in `g`.
 
     Args:
-        module: any module whose output is one tensor with rows along dim 0.
-        args, kwargs: the inputs it was called with.
-        b: (N, ...) gradient of the loss with respect to its output.
-        g: parameter name -> (D, *shape) directions.
+        module: any module whose output (or its element `out_index`) has rows along dim 0.
+        args, kwargs: the inputs it was called with (keyword-only inputs included).
+        b: (N, ...) gradient of the loss with respect to that output.
+        g: parameter name relative to `module` (own, or of a submodule: "experts.down_proj")
+            -> (D, *shape) directions.
+        out_index: the element of a tuple output that `b` belongs to; None for a tensor.
     """
-    own = dict(module.named_parameters(recurse=False))
-    names = list(own)
+    params = dict(module.named_parameters())
     out = {}
     for pname, dirs in g.items():
+        def f(p, pname=pname):
+            return functional_call(module, {pname: p}, args, kwargs)
+
         cols = []
         for d in range(dirs.shape[0]):
-            tangents = tuple(dirs[d] if n == pname else torch.zeros_like(own[n]) for n in names)
-
-            def f(*ps):
-                return functional_call(module, dict(zip(names, ps)), args, kwargs)
-
             with torch.no_grad():
-                y, ty = torch.func.jvp(f, tuple(own[n].detach() for n in names), tangents)
+                _, ty = torch.func.jvp(f, (params[pname].detach(),), (dirs[d],))
+            if out_index is not None:
+                ty = ty[out_index]
             if not isinstance(ty, Tensor):
-                raise TypeError(f"torch.func fallback needs a module returning one tensor; "
-                                f"{type(module).__name__} returned {type(ty).__name__}")
+                raise TypeError(f"torch.func fallback: {type(module).__name__} returned "
+                                f"{type(ty).__name__}; expected a tensor (or a tuple and "
+                                f"out_index)")
             cols.append((b * ty).reshape(b.shape[0], -1).sum(1))   # (N,)
         out[pname] = torch.stack(cols, 1)                           # (N, D)
     return out
@@ -82,14 +84,13 @@ def row_vjp_grads(model: nn.Module, batch: Mapping, cotangent: Tensor) -> dict[s
 
 def contract(per_row: dict[str, Tensor], directions: dict[str, Tensor], table,
              model: nn.Module) -> Tensor:
-    """(N, n_groups): sum over each group's parameters of <direction, per-row gradient>."""
-    params = dict(model.named_parameters())
-    n = next(iter(per_row.values())).shape[0]
+    """(N, n_groups): sum over each group's parameter uses of <direction, per-row gradient>
+    (per-use or per-parameter keys, as `reference.pairs`)."""
+    from .reference import pairs
+
     ref = next(iter(per_row.values()))
+    n = ref.shape[0]
     out = torch.zeros(n, len(table), dtype=ref.dtype)              # (N, G)
-    for name, rows in per_row.items():
-        if name not in directions:
-            continue
-        gi = table.group_of(params[name])
-        out[:, gi] += rows.reshape(n, -1) @ directions[name].reshape(-1)  # (N,)
+    for gi, rows, d in pairs(table, model, per_row, directions):
+        out[:, gi] += rows.reshape(n, -1) @ d.reshape(-1)           # (N,)
     return out

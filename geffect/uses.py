@@ -1,0 +1,72 @@
+"""Tied weights split by use: the part of a gradient that flows through each module using it.
+
+A matrix W used by modules u_1..u_k in different groups (an input embedding tied to the LM
+head) has grad W = sum_u grad^(u) W, where grad^(u) is the backward through u's calls alone.
+The record reports <a, grad^(u) b> for each use group u, so the uses sum to <a, grad b>
+(SCHEMA.md, *Tied weights*). grad^(u) is formed explicitly for every use but the last (a
+backward of the module's own call against its output backprop: for an embedding, an index_add);
+the last (in practice the LM head, the costly one) is the remainder grad W - sum of the others.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+
+def explicit_uses(table, own: dict) -> dict[str, list[tuple[str, nn.Parameter, int]]]:
+    """Module name -> its (own name, parameter, use group) whose use gradient is formed
+    explicitly: every use of a tied matrix except the one in its last use group."""
+    last = {key: groups[-1] for key, groups in table.tied.items()}
+    out = {}
+    for name, items in own.items():
+        ex = [(k, q, gi) for k, q, gi in items if id(q) in last and gi != last[id(q)]]
+        if ex:
+            out[name] = ex
+    return out
+
+
+def use_grad(module: nn.Module, call, b: Tensor, rel: str, p: nn.Parameter) -> Tensor:
+    """grad of <b, output of this call> with respect to `p` (named `rel` in `module`)."""
+    leaf = p.detach().requires_grad_()
+    with torch.enable_grad():
+        y = functional_call(module, {rel: leaf}, call.args, call.kwargs)
+        if call.out_index is not None:
+            y = y[call.out_index]
+        if y.shape != b.shape:                                      # a broadcast (1, T, d) output
+            b = b.sum(0, keepdim=True)                              # (1, T, d)
+        (g,) = torch.autograd.grad(y, leaf, b, allow_unused=True)
+    return g if g is not None else torch.zeros_like(p)
+
+
+def accumulate(rec, call, b: Tensor, acc: dict | None) -> None:
+    """Add this call's explicit use gradients to acc: id(param) -> {use group: (*shape)}."""
+    if acc is None:
+        return
+    for m in call.covers:
+        items = rec._explicit.get(m)
+        if not items:
+            continue
+        rel = "" if m == call.name else m[len(call.name) + 1:] + "."
+        was = rec._cap.active
+        rec._cap.active = False                                     # re-running: record nothing
+        try:
+            for k, q, gi in items:
+                g = use_grad(call.module, call, b, rel + k, q)
+                parts = acc.setdefault(id(q), {})
+                parts[gi] = parts[gi] + g if gi in parts else g
+        finally:
+            rec._cap.active = was
+
+
+def directions(total: Tensor, parts: dict[int, Tensor], groups: list[int]) -> tuple[Tensor, list]:
+    """(U, *shape) the per-use gradients of a tied matrix (the last is the remainder) and
+    their groups, from its full gradient `total` and the explicit `parts`."""
+    rest = total.clone()
+    out = []
+    for gi in groups[:-1]:
+        part = parts.get(gi, torch.zeros_like(total))
+        rest -= part
+        out.append(part)
+    out.append(rest)
+    return torch.stack(out), list(groups)                           # (U, *shape)

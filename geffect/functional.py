@@ -18,9 +18,27 @@ from torch.func import functional_call, grad, vjp, vmap
 from .risk import row_risk
 
 
+def rerun_kwargs(module: nn.Module, args: tuple, kwargs: dict) -> dict:
+    """The call's keyword inputs for re-running it: a key/value cache the call filled (a
+    decoder block's `past_key_values`) is dropped, or the re-run would append to it again.
+    A cache that held earlier tokens (an incremental decoding step) cannot be replayed."""
+    out = dict(kwargs)
+    x = args[0] if args and isinstance(args[0], Tensor) else None
+    for k, v in kwargs.items():
+        if hasattr(v, "get_seq_length") and hasattr(v, "update"):   # a transformers Cache
+            t = x.shape[1] if x is not None and x.ndim >= 2 else None
+            if t is None or v.get_seq_length() > t:
+                raise ValueError(f"torch.func fallback: {type(module).__name__} was called with "
+                                 f"a {type(v).__name__} holding {v.get_seq_length()} tokens; "
+                                 f"expected a fresh cache (a full forward), found earlier tokens")
+            out[k] = None
+    return out
+
+
 def module_rows(module: nn.Module, args: tuple, kwargs: dict, b: Tensor,
-                g: dict[str, Tensor], out_index: int | None = None) -> dict[str, Tensor]:
-    """(N, D) <G_d, grad_n p> for each parameter p of `module` named in `g`.
+                g: dict[str, Tensor], out_index: int | None = None,
+                sets: list[tuple[str, ...]] | None = None) -> dict[str, Tensor]:
+    """(N, D) <G_d, grad_n theta> for each set of parameters theta of `module` named in `g`.
 
     Args:
         module: any module whose output (or its element `out_index`) has rows along dim 0.
@@ -29,17 +47,24 @@ def module_rows(module: nn.Module, args: tuple, kwargs: dict, b: Tensor,
         g: parameter name relative to `module` (own, or of a submodule: "experts.down_proj")
             -> (D, *shape) directions.
         out_index: the element of a tuple output that `b` belongs to; None for a tensor.
+        sets: parameters measured together (one jvp per direction for the whole set, their
+            inner products summed); default: each parameter alone.
+
+    Returns:
+        first name of each set -> (N, D).
     """
     params = dict(module.named_parameters())
+    kwargs = rerun_kwargs(module, args, kwargs)
     out = {}
-    for pname, dirs in g.items():
-        def f(p, pname=pname):
-            return functional_call(module, {pname: p}, args, kwargs)
+    for names in sets or [(k,) for k in g]:
+        def f(*ps, names=names):
+            return functional_call(module, dict(zip(names, ps)), args, kwargs)
 
+        primals = tuple(params[k].detach() for k in names)
         cols = []
-        for d in range(dirs.shape[0]):
+        for d in range(g[names[0]].shape[0]):
             with torch.no_grad():
-                _, ty = torch.func.jvp(f, (params[pname].detach(),), (dirs[d],))
+                _, ty = torch.func.jvp(f, primals, tuple(g[k][d] for k in names))
             if out_index is not None:
                 ty = ty[out_index]
             if not isinstance(ty, Tensor):
@@ -47,7 +72,7 @@ def module_rows(module: nn.Module, args: tuple, kwargs: dict, b: Tensor,
                                 f"{type(ty).__name__}; expected a tensor (or a tuple and "
                                 f"out_index)")
             cols.append((b * ty).reshape(b.shape[0], -1).sum(1))   # (N,)
-        out[pname] = torch.stack(cols, 1)                           # (N, D)
+        out[names[0]] = torch.stack(cols, 1)                        # (N, D)
     return out
 
 

@@ -164,12 +164,17 @@ class Recorder:
         elif kind == "norm":
             dense = kernels.norm_per_row(call.module, call.input, b)
             res = {k: kernels.dense_rows(dense[k], g[k]) for k in g}
-        elif kind is None:
+        elif kind is None:                                          # one jvp per group
+            sets: dict = {}
+            for k, q, gi in covered:
+                sets.setdefault(("p", k) if by_dir and id(q) in by_dir else gi, []).append(k)
             self._cap.active = False                                # re-running: record nothing
             try:
-                res = module_rows(call.module, call.args, call.kwargs, b, g, call.out_index)
+                res = module_rows(call.module, call.args, call.kwargs, b, g, call.out_index,
+                                  [tuple(v) for v in sets.values()])
             finally:
                 self._cap.active = self._probing
+            covered = [c for c in covered if c[0] in res]
         else:
             a = call.input
             if kind.endswith("embedding") and a.shape[0] != b.shape[0]:

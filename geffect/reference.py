@@ -131,13 +131,13 @@ def pointwise_geffects(model: nn.Module, table, batches: Sequence[Mapping],
         directions: fixed gradients (e.g. grad R_forget, grad R_retain).
     """
     rows = []
+    full = [_logits(model, b) for b in batches]                     # one graph, kept
     for f, batch in enumerate(batches):
         for s in range(batch["input_ids"].shape[0]):
-            logits = [_logits(model, b) for b in batches]
-            keep = torch.zeros(logits[f].shape[0], 1, 1, dtype=torch.bool)
+            keep = torch.zeros(full[f].shape[0], 1, 1, dtype=torch.bool)
             keep[s] = True
             logits = [torch.where(keep, lg, lg.detach()) if i == f else lg.detach()
-                      for i, lg in enumerate(logits)]               # only row s carries grad
+                      for i, lg in enumerate(full)]                 # only row s carries grad
             g = to_full(model, grad_of(model, loss_fn(logits)))
             rows.append(torch.stack([per_group(table, model, g, d) for d in directions]))
     return torch.stack(rows)                                        # (rows, D, G)

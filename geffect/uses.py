@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .functional import rerun_kwargs
+
 
 def explicit_uses(table, own: dict) -> dict[str, list[tuple[str, nn.Parameter, int]]]:
     """Module name -> its (own name, parameter, use group) whose use gradient is formed
@@ -30,7 +32,8 @@ def use_grad(module: nn.Module, call, b: Tensor, rel: str, p: nn.Parameter) -> T
     """grad of <b, output of this call> with respect to `p` (named `rel` in `module`)."""
     leaf = p.detach().requires_grad_()
     with torch.enable_grad():
-        y = functional_call(module, {rel: leaf}, call.args, call.kwargs)
+        kwargs = rerun_kwargs(module, call.args, call.kwargs)
+        y = functional_call(module, {rel: leaf}, call.args, kwargs)
         if call.out_index is not None:
             y = y[call.out_index]
         if y.shape != b.shape:                                      # a broadcast (1, T, d) output

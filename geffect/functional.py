@@ -58,15 +58,14 @@ def module_rows(module: nn.Module, args: tuple, kwargs: dict, b: Tensor,
     out = {}
     for names in sets or [(k,) for k in g]:
         def f(*ps, names=names):
-            return functional_call(module, dict(zip(names, ps)), args, kwargs)
+            y = functional_call(module, dict(zip(names, ps)), args, kwargs)
+            return y[out_index] if out_index is not None else y     # jvp takes tensors only
 
         primals = tuple(params[k].detach() for k in names)
         cols = []
         for d in range(g[names[0]].shape[0]):
             with torch.no_grad():
                 _, ty = torch.func.jvp(f, primals, tuple(g[k][d] for k in names))
-            if out_index is not None:
-                ty = ty[out_index]
             if not isinstance(ty, Tensor):
                 raise TypeError(f"torch.func fallback: {type(module).__name__} returned "
                                 f"{type(ty).__name__}; expected a tensor (or a tuple and "

@@ -1,8 +1,9 @@
 """Temporary hooks that hand each module call's (inputs, output backprop) to a callback.
 
-Forward hooks (one per module that owns trainable parameters) record the call's inputs and
-register a hook on the output tensor; when autograd computes the gradient of that output (the
-backprop b), the callback receives the call and b. Nothing is stored on modules or parameters,
+Forward hooks (on each module that owns trainable parameters, and on their ancestors) record
+the call's inputs and register a hook on each differentiable output tensor (tuple outputs:
+each element); when autograd computes the gradient of that output (the backprop b), the
+callback receives the call and b. Nothing is stored on modules or parameters,
 and every handle is removed in `finally` (TransformerLens' `hooks()` context manager idea).
 
 Broadcast outputs (GPT-2's position embedding is looked up once, (1, T, d), and added to every

@@ -30,9 +30,9 @@ from torch import nn
 
 from .schema import band_of
 
-_NORM = re.compile(r"norm|^ln(_|\d|$)|layernorm", re.I)
-_ATTN = re.compile(r"attn|attention", re.I)
-_MLP = re.compile(r"mlp|ffn|feed_?forward|moe|expert|^fc\d|^fc_|^dense_h|^dense_4h", re.I)
+_NORM = re.compile(r"norm|^ln(_|\d|$)|layernorm", re.IGNORECASE)
+_ATTN = re.compile(r"attn|attention", re.IGNORECASE)
+_MLP = re.compile(r"mlp|ffn|feed_?forward|moe|expert|^fc\d|^fc_|^dense_h|^dense_4h", re.IGNORECASE)
 
 
 @dataclass

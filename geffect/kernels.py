@@ -23,13 +23,14 @@ is measured by the torch.func fallback instead (exact or loud).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from .capture import Live
+
 
 @dataclass(frozen=True)
 class Kernel:

@@ -196,6 +196,7 @@ class Recorder:
         n_g = len(self.table)
         dirs = {k: v.unsqueeze(0) for k, v in grad_l.items()}       # (1, *shape), views
         inst, risks, ge, rsq, pw = [], [], [], [], []
+        gr_uses: dict = {}                                          # per probe, see uses.py
 
         def on_probe(call: Call, b: Tensor) -> None:
             uses.accumulate(self, call, b, gr_uses)
@@ -246,7 +247,7 @@ class Recorder:
             rsq.append(record.per_group(self, grad_r, grad_r, gr_uses))
             if self._pointwise_ok:
                 pw.append(self._pointwise(grad_r, gr_uses))
-            del buf, grad_r, gr_uses
+            del buf, grad_r
         pw = torch.stack(pw, 1) if pw else None                     # (rows, P, G)
         return torch.cat(inst), torch.cat(risks), np.stack(ge), np.stack(rsq), pw
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,7 @@ def activation_mse(h: Tensor, target: Tensor, pos: Tensor) -> Tensor:
     return ((per_token * pos).sum(-1) / n).mean()
 
 
-_MLP = re.compile(r"mlp|ffn|feed_?forward|moe|expert|^fc\d|^fc_|^dense_h|^dense_4h", re.I)
+_MLP = re.compile(r"mlp|ffn|feed_?forward|moe|expert|^fc\d|^fc_|^dense_h|^dense_4h", re.IGNORECASE)
 
 
 def decoder_blocks(model) -> tuple[str, nn.ModuleList] | None:

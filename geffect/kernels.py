@@ -150,14 +150,13 @@ def linear_rows(a: Tensor, b: Tensor, g: Tensor, live: Live | None = None) -> Te
         b, live = compact(b)                                        # (M, out)
     a = _flat(a).reshape(live.n * live.t, -1)[live.idx]             # (M, in)
     d_, out, inp = g.shape
-    if inp <= out:                                                  # smaller intermediate
-        gm = g.permute(1, 0, 2).reshape(out, d_ * inp)              # (out, D*in)
-        u = (b @ gm).view(-1, d_, inp)                              # (M, D, in)
-        per_token = torch.einsum("mdi,mi->md", u, a)                # (M, D)
-    else:
-        gm = g.permute(2, 0, 1).reshape(inp, d_ * out)              # (in, D*out)
-        u = (a @ gm).view(-1, d_, out)                              # (M, D, out)
-        per_token = torch.einsum("mdo,mo->md", u, b)                # (M, D)
+    cols = []
+    for d in range(d_):                                             # no (out, D*in) copy
+        if inp <= out:                                              # smaller intermediate
+            cols.append(((b @ g[d]) * a).sum(-1))                   # (M,)
+        else:
+            cols.append(((a @ g[d].T) * b).sum(-1))                 # (M,)
+    per_token = torch.stack(cols, 1)                                # (M, D)
     return per_token.new_zeros(live.n, d_).index_add_(0, live.rows, per_token)  # (N, D)
 
 

@@ -74,6 +74,7 @@ class Recorder:
         self._calls: list[Call] = []
         self._loss, self._ids, self._pointwise_ok = float("nan"), None, False
         self._gl_uses: dict = {}
+        self._covered_cache: dict = {}
 
     @property
     def fallback_groups(self) -> list[str]:
@@ -144,11 +145,14 @@ class Recorder:
     # ---- phase 2: probes and contractions ---------------------------------------------------
     def _covered(self, call: Call) -> list[tuple[str, nn.Parameter, int]]:
         """(name relative to the call's module, parameter, use group) the call measures."""
-        out = []
-        for m in call.covers:
-            rel = "" if m == call.name else m[len(call.name) + 1:] + "."
-            out += [(rel + k, q, gi) for k, q, gi in self._own[m]]
-        return out
+        key = (call.name, call.covers)
+        if key not in self._covered_cache:                          # once per module
+            out = []
+            for m in call.covers:
+                rel = "" if m == call.name else m[len(call.name) + 1:] + "."
+                out += [(rel + k, q, gi) for k, q, gi in self._own[m]]
+            self._covered_cache[key] = out
+        return self._covered_cache[key]
 
     def _rows(self, call: Call, b: Tensor | None, dirs: Mapping[int, Tensor],
               by_dir: Mapping[int, list[int]] | None = None) -> dict[int, Tensor]:

@@ -4,7 +4,8 @@ A matrix W used by modules u_1..u_k in different groups (an input embedding tied
 head) has grad W = sum_u grad^(u) W, where grad^(u) is the backward through u's calls alone.
 The record reports <a, grad^(u) b> for each use group u, so the uses sum to <a, grad b>
 (SCHEMA.md, *Tied weights*). grad^(u) is formed explicitly for every use but the last (a
-backward of the module's own call against its output backprop: for an embedding, an index_add);
+backward of the module's own call against its output backprop; for an embedding kernel, a
+sparse tensor of the looked-up rows);
 the last (in practice the LM head, the costly one) is the remainder grad W - sum of the others.
 """
 from __future__ import annotations
@@ -26,6 +27,19 @@ def explicit_uses(table, own: dict) -> dict[str, list[tuple[str, nn.Parameter, i
         if ex:
             out[name] = ex
     return out
+
+
+def embedding_use_grad(module: nn.Module, ids: Tensor, b: Tensor, scale=None) -> Tensor:
+    """The same for an embedding lookup, as a sparse (V, d) tensor (rows of the ids only)."""
+    ids = ids.expand(b.shape[0], *ids.shape[1:]).reshape(-1)        # (N*T,)
+    vals = b.reshape(ids.shape[0], -1)                              # (N*T, d)
+    if scale is not None:
+        vals = vals * scale
+    if module.padding_idx is not None:
+        keep = ids != module.padding_idx
+        ids, vals = ids[keep], vals[keep]
+    return torch.sparse_coo_tensor(ids[None], vals, module.weight.shape,
+                                   check_invariants=False)         # (V, d), sparse
 
 
 def use_grad(module: nn.Module, call, b: Tensor, rel: str, p: nn.Parameter) -> Tensor:
@@ -55,7 +69,13 @@ def accumulate(rec, call, b: Tensor, acc: dict | None) -> None:
         rec._cap.active = False                                     # re-running: record nothing
         try:
             for k, q, gi in items:
-                g = use_grad(call.module, call, b, rel + k, q)
+                kind = rec.kinds.get(m) if call.covers == (m,) else None
+                if kind in ("embedding", "scaled_embedding"):       # sparse: the ids' rows only
+                    scale = (call.module.embed_scale.to(q.dtype)
+                             if kind == "scaled_embedding" else None)
+                    g = embedding_use_grad(call.module, call.input, b, scale)
+                else:
+                    g = use_grad(call.module, call, b, rel + k, q)
                 parts = acc.setdefault(id(q), {})
                 parts[gi] = parts[gi] + g if gi in parts else g
         finally:
@@ -65,11 +85,11 @@ def accumulate(rec, call, b: Tensor, acc: dict | None) -> None:
 def directions(total: Tensor, parts: dict[int, Tensor], groups: list[int]) -> tuple[Tensor, list]:
     """(U, *shape) the per-use gradients of a tied matrix (the last is the remainder) and
     their groups, from its full gradient `total` and the explicit `parts`."""
-    rest = total.clone()
-    out = []
-    for gi in groups[:-1]:
-        part = parts.get(gi, torch.zeros_like(total))
-        rest -= part
-        out.append(part)
-    out.append(rest)
-    return torch.stack(out), list(groups)                           # (U, *shape)
+    out = total.new_zeros(len(groups), *total.shape)                # (U, *shape)
+    out[-1] = total
+    for u, gi in enumerate(groups[:-1]):
+        if gi in parts:
+            part = parts[gi]
+            out[u] = part.to_dense() if part.is_sparse else part
+            out[-1] -= out[u]
+    return out, list(groups)

@@ -1,8 +1,9 @@
 """Temporary hooks that hand each module call's (inputs, output backprop) to a callback.
 
-Forward hooks (one per module that owns trainable parameters) record the call's inputs and
-register a hook on the output tensor; when autograd computes the gradient of that output (the
-backprop b), the callback receives the call and b. Nothing is stored on modules or parameters,
+Forward hooks (on each module that owns trainable parameters, and on their ancestors) record
+the call's inputs and register a hook on each differentiable output tensor (tuple outputs:
+each element); when autograd computes the gradient of that output (the backprop b), the
+callback receives the call and b. Nothing is stored on modules or parameters,
 and every handle is removed in `finally` (TransformerLens' `hooks()` context manager idea).
 
 Broadcast outputs (GPT-2's position embedding is looked up once, (1, T, d), and added to every
@@ -31,7 +32,7 @@ class Live:
 
 @dataclass
 class Call:
-    """One call of one hooked module during a captured forward."""
+    """One call of one hooked module during a captured forward (one differentiable output)."""
 
     name: str
     module: nn.Module
@@ -41,12 +42,21 @@ class Call:
     b: Tensor | None = None            # gradient of the loss w.r.t. the output, (N, ...)
     dense: dict | None = None          # per-row gradients formed at backprop time (norms)
     live: "Live | None" = None         # set when `b` is stored compacted to its live tokens
+    covers: tuple[str, ...] = ()       # measured modules whose parameters this call measures
+    out_index: int | None = None       # which element of a tuple output `b` belongs to
 
     @property
     def n_rows(self) -> int:
         if self.live is not None:
             return self.live.n
-        return self.b.shape[0] if self.b is not None else self.args[0].shape[0]
+        return self.b.shape[0] if self.b is not None else self.input.shape[0]
+
+    @property
+    def input(self) -> Tensor:
+        """The module's first input (positional, else the first keyword tensor)."""
+        if self.args:
+            return self.args[0]
+        return next(v for v in self.kwargs.values() if isinstance(v, Tensor))
 
 
 def _rows_of(args: tuple, kwargs: dict) -> int | None:
@@ -58,14 +68,27 @@ def _rows_of(args: tuple, kwargs: dict) -> int | None:
     return None
 
 
+def _per_row(out: Tensor, rows: int) -> bool:
+    """Whether dim 0 of a module output indexes the forward's rows: (N, T, ...) tensors do;
+    2-D (tokens, d) tensors (MoE routers and experts on flattened or routed tokens) do not."""
+    return out.ndim >= 3 and out.shape[0] == rows
+
+
 class Capture:
     """Context manager: hooks on `modules` (name -> module) under the root `model`.
+
+    A module whose differentiable outputs are not per row (`_per_row`) hands its parameters to
+    the nearest enclosing module that is (its "unit", e.g. an MoE block for its router and
+    experts), decided at its first call and kept; `Call.covers` lists the measured modules a
+    call stands for. If no enclosing module below the root is per row, the hook raises an error
+    naming the module.
 
     Attributes:
         on_backprop: callback(call, b) run when a hooked output's gradient is computed; may be
             swapped between passes.
         active: when False the hooks record nothing (used while re-running modules).
         forward_rows: rows of each captured root forward call, in order.
+        delegate: measured module -> the enclosing module that measures it (only those moved).
     """
 
     def __init__(self, model: nn.Module, modules: dict[str, nn.Module],
@@ -74,12 +97,17 @@ class Capture:
         self.expand = expand
         self.active = True
         self.forward_rows: list[int] = []
+        self.delegate: dict[str, str] = {}
+        self._covers: dict[str, tuple[str, ...]] = {n: (n,) for n in modules}
         self._handles: list = []
+        self._seen: set[str] = set()                                 # measured here at least once
+        self._hooked = {n: m for n, m in model.named_modules() if n and (
+            n in modules or any(k.startswith(n + ".") for k in modules))}
 
     def __enter__(self) -> "Capture":
         try:
             self._handles.append(self.model.register_forward_pre_hook(self._root, with_kwargs=True))
-            for name, module in self.modules.items():
+            for name, module in self._hooked.items():
                 self._handles.append(module.register_forward_hook(self._hook(name),
                                                                   with_kwargs=True))
         except BaseException:
@@ -106,19 +134,50 @@ class Capture:
                                  "tensor first argument) to count rows; found none")
             self.forward_rows.append(rows)
 
+    def _move_up(self, name: str, module: nn.Module, found: str) -> None:
+        """Hand the parameters `name` measures to its nearest hooked ancestor."""
+        parent = name.rsplit(".", 1)[0] if "." in name else ""
+        while parent and parent not in self._hooked:
+            parent = parent.rsplit(".", 1)[0] if "." in parent else ""
+        if not parent:
+            raise ValueError(f"geffect: module {name} ({type(module).__name__}) returned {found}; "
+                             f"expected outputs with the forward's rows first, (N, T, ...), here "
+                             f"or in an enclosing module below the root, to measure per instance")
+        moved = self._covers.pop(name, ())
+        for m in moved:
+            self.delegate[m] = parent
+        self._covers[parent] = self._covers.get(parent, ()) + moved
+
     def _hook(self, name: str):
         def hook(module, args, kwargs, output):
             if not self._recording() or not self.forward_rows:
                 return None
-            if not isinstance(output, Tensor):
-                raise TypeError(f"geffect hooks: module {name} ({type(module).__name__}) returned "
-                                f"{type(output).__name__}; expected one tensor")
-            if not output.requires_grad:
+            covers = self._covers.get(name)
+            if not covers:
                 return None
             rows = self.forward_rows[-1]
-            if name in self.expand and output.shape[0] == 1 and rows > 1:
+            many = isinstance(output, (tuple, list))
+            outs = tuple(output) if many else (output,)
+            diff = [(i, o) for i, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad]
+            if not many and isinstance(output, Tensor) and name in self.expand \
+                    and output.ndim >= 3 and output.shape[0] == 1 and rows > 1:
                 output = output.expand(rows, *output.shape[1:])    # (N, ...) view, same values
-            call = Call(name, module, len(self.forward_rows) - 1, args, kwargs)
-            output.register_hook(lambda g, c=call: self.on_backprop(c, g))
-            return output
+                diff = [(0, output)]
+            elif not many and not isinstance(output, Tensor):
+                diff = None
+            if diff is None or not all(_per_row(o, rows) for _, o in diff):
+                found = (type(output).__name__ if diff is None else
+                         str([tuple(o.shape) for _, o in diff]))
+                if name in self._seen:
+                    raise ValueError(f"geffect: module {name} ({type(module).__name__}) returned "
+                                     f"{found} after earlier calls with per-row outputs; its rows "
+                                     f"cannot be told apart")
+                self._move_up(name, module, f"{found} for {rows} rows")
+                return None
+            self._seen.add(name)
+            for i, o in diff:
+                call = Call(name, module, len(self.forward_rows) - 1, args, kwargs,
+                            covers=covers, out_index=i if many else None)
+                o.register_hook(lambda g, c=call: self.on_backprop(c, g))
+            return None if many else output
         return hook

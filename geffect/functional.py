@@ -18,34 +18,60 @@ from torch.func import functional_call, grad, vjp, vmap
 from .risk import row_risk
 
 
+def rerun_kwargs(module: nn.Module, args: tuple, kwargs: dict) -> dict:
+    """The call's keyword inputs for re-running it: a key/value cache the call filled (a
+    decoder block's `past_key_values`) is dropped, or the re-run would append to it again.
+    A cache that held earlier tokens (an incremental decoding step) cannot be replayed."""
+    out = dict(kwargs)
+    x = args[0] if args and isinstance(args[0], Tensor) else None
+    for k, v in kwargs.items():
+        if hasattr(v, "get_seq_length") and hasattr(v, "update"):   # a transformers Cache
+            t = x.shape[1] if x is not None and x.ndim >= 2 else None
+            if t is None or v.get_seq_length() > t:
+                raise ValueError(f"torch.func fallback: {type(module).__name__} was called with "
+                                 f"a {type(v).__name__} holding {v.get_seq_length()} tokens; "
+                                 f"expected a fresh cache (a full forward), found earlier tokens")
+            out[k] = None
+    return out
+
+
 def module_rows(module: nn.Module, args: tuple, kwargs: dict, b: Tensor,
-                g: dict[str, Tensor]) -> dict[str, Tensor]:
-    """(N, D) <G_d, grad_n p> for each own parameter p of `module` present in `g`.
+                g: dict[str, Tensor], out_index: int | None = None,
+                sets: list[tuple[str, ...]] | None = None) -> dict[str, Tensor]:
+    """(N, D) <G_d, grad_n theta> for each set of parameters theta of `module` named in `g`.
 
     Args:
-        module: any module whose output is one tensor with rows along dim 0.
-        args, kwargs: the inputs it was called with.
-        b: (N, ...) gradient of the loss with respect to its output.
-        g: parameter name -> (D, *shape) directions.
+        module: any module whose output (or its element `out_index`) has rows along dim 0.
+        args, kwargs: the inputs it was called with (keyword-only inputs included).
+        b: (N, ...) gradient of the loss with respect to that output.
+        g: parameter name relative to `module` (own, or of a submodule: "experts.down_proj")
+            -> (D, *shape) directions.
+        out_index: the element of a tuple output that `b` belongs to; None for a tensor.
+        sets: parameters measured together (one jvp per direction for the whole set, their
+            inner products summed); default: each parameter alone.
+
+    Returns:
+        first name of each set -> (N, D).
     """
-    own = dict(module.named_parameters(recurse=False))
-    names = list(own)
+    params = dict(module.named_parameters())
+    kwargs = rerun_kwargs(module, args, kwargs)
     out = {}
-    for pname, dirs in g.items():
+    for names in sets or [(k,) for k in g]:
+        def f(*ps, names=names):
+            y = functional_call(module, dict(zip(names, ps)), args, kwargs)
+            return y[out_index] if out_index is not None else y     # jvp takes tensors only
+
+        primals = tuple(params[k].detach() for k in names)
         cols = []
-        for d in range(dirs.shape[0]):
-            tangents = tuple(dirs[d] if n == pname else torch.zeros_like(own[n]) for n in names)
-
-            def f(*ps):
-                return functional_call(module, dict(zip(names, ps)), args, kwargs)
-
+        for d in range(g[names[0]].shape[0]):
             with torch.no_grad():
-                y, ty = torch.func.jvp(f, tuple(own[n].detach() for n in names), tangents)
+                _, ty = torch.func.jvp(f, primals, tuple(g[k][d] for k in names))
             if not isinstance(ty, Tensor):
-                raise TypeError(f"torch.func fallback needs a module returning one tensor; "
-                                f"{type(module).__name__} returned {type(ty).__name__}")
+                raise TypeError(f"torch.func fallback: {type(module).__name__} returned "
+                                f"{type(ty).__name__}; expected a tensor (or a tuple and "
+                                f"out_index)")
             cols.append((b * ty).reshape(b.shape[0], -1).sum(1))   # (N,)
-        out[pname] = torch.stack(cols, 1)                           # (N, D)
+        out[names[0]] = torch.stack(cols, 1)                        # (N, D)
     return out
 
 
@@ -82,14 +108,13 @@ def row_vjp_grads(model: nn.Module, batch: Mapping, cotangent: Tensor) -> dict[s
 
 def contract(per_row: dict[str, Tensor], directions: dict[str, Tensor], table,
              model: nn.Module) -> Tensor:
-    """(N, n_groups): sum over each group's parameters of <direction, per-row gradient>."""
-    params = dict(model.named_parameters())
-    n = next(iter(per_row.values())).shape[0]
+    """(N, n_groups): sum over each group's parameter uses of <direction, per-row gradient>
+    (per-use or per-parameter keys, as `reference.pairs`)."""
+    from .reference import pairs
+
     ref = next(iter(per_row.values()))
+    n = ref.shape[0]
     out = torch.zeros(n, len(table), dtype=ref.dtype)              # (N, G)
-    for name, rows in per_row.items():
-        if name not in directions:
-            continue
-        gi = table.group_of(params[name])
-        out[:, gi] += rows.reshape(n, -1) @ directions[name].reshape(-1)  # (N,)
+    for gi, rows, d in pairs(table, model, per_row, directions):
+        out[:, gi] += rows.reshape(n, -1) @ d.reshape(-1)           # (N,)
     return out

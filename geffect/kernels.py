@@ -10,39 +10,121 @@ and Opacus' `grad_sample/linear.py`, here contracted with G at once):
     Conv1D  W (in, out):   <G, grad_n W> = sum_t a_nt^T G b_nt    (GPT-2, transposed Linear)
     bias    (out,):        <G, grad_n b> = sum_t b_nt . G
     Embedding (V, d):      <G, grad_n E> = sum_t G[x_nt] . b_nt   (padding_idx rows get none)
+    scaled (y = s E[x]):   <G, grad_n E> = s sum_t G[x_nt] . b_nt (Gemma)
     norm weight (d,):      <G, grad_n w> = sum_t (b_nt * xhat_nt) . G   (y = w * xhat + bias)
 
 G carries a leading "direction" dim D (several fixed matrices at once, e.g. the forget and
 retain risk gradients), so each kernel returns (N, D). A tied LM head is a Linear whose weight
-is the embedding matrix: its contribution adds to the embedding's group, so both uses combine.
+is the embedding matrix: each call's contribution goes to the group of that use.
+
+A kernel is registered for the `forward` it was derived for (`register`); `kind_of` applies it
+only to modules whose class forward is that function, so a subclass that overrides `forward`
+is measured by the torch.func fallback instead (exact or loud).
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from .capture import Live
 
-NORM_TYPES: tuple[type, ...] = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
-# Norm classes of the form y = weight * normalize(x) (+ bias); Gemma's (1 + w) form is excluded.
-NORM_NAMES = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm",
-              "SmolLM3RMSNorm", "T5LayerNorm")
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel and the `forward` it was derived for (Opacus' `register_grad_sampler` idea).
+
+    Attributes:
+        kind: "linear", "conv1d", "embedding", "scaled_embedding" or "norm".
+        key: (`__module__`, `__qualname__`) of that forward.
+        forward: the function itself when registered by object (then `is` is also checked).
+        ok: further conditions on the module (its own parameter names, its options).
+    """
+
+    kind: str
+    key: tuple[str, str]
+    forward: Callable | None
+    ok: Callable[[nn.Module, set], bool]
+
+
+REGISTRY: dict[tuple[str, str], Kernel] = {}
+
+
+def _affine(module: nn.Module, own: set) -> bool:
+    return own <= {"weight", "bias"} and getattr(module, "weight", None) is not None
+
+
+def _plain_embedding(module: nn.Module, own: set) -> bool:
+    return own == {"weight"} and module.max_norm is None and not module.scale_grad_by_freq \
+        and not module.sparse
+
+
+def _scaled_embedding(module: nn.Module, own: set) -> bool:
+    return _plain_embedding(module, own) and torch.is_tensor(getattr(module, "embed_scale", None))
+
+
+_OK = {"linear": _affine, "conv1d": _affine, "norm": _affine, "embedding": _plain_embedding,
+       "scaled_embedding": _scaled_embedding}
+
+
+def register(forward: Callable | str, kind: str) -> Kernel:
+    """Register `kind` for modules whose `type(module).forward` is `forward`.
+
+    Args:
+        forward: the function (e.g. `nn.Linear.forward`), or "module:Qualname.forward" for a
+            class that need not be imported (matched by the function's module and qualname).
+        kind: one of the kernels above; the caller vouches that the forward has that form
+            (a norm: y = weight * xhat(x) (+ bias), xhat independent of the parameters).
+    """
+    if kind not in _OK:
+        raise ValueError(f"kernel kind must be one of {sorted(_OK)}, got {kind!r}")
+    if isinstance(forward, str):
+        mod, _, qual = forward.partition(":")
+        k = Kernel(kind, (mod, qual), None, _OK[kind])
+    else:
+        k = Kernel(kind, (forward.__module__, forward.__qualname__), forward, _OK[kind])
+    REGISTRY[k.key] = k
+    return k
+
+
+register(nn.Linear.forward, "linear")
+register(nn.Embedding.forward, "embedding")
+register(nn.LayerNorm.forward, "norm")
+if hasattr(nn, "RMSNorm"):
+    register(nn.RMSNorm.forward, "norm")
+register("transformers.pytorch_utils:Conv1D.forward", "conv1d")
+_HF = "transformers.models.{0}.modeling_{0}:{1}.forward"
+# y = weight * normalize(x): each forward read (transformers 5.x); Gemma's (1 + w) is not.
+for _m, _c in (("llama", "LlamaRMSNorm"), ("mistral", "MistralRMSNorm"),
+               ("mixtral", "MixtralRMSNorm"), ("qwen2", "Qwen2RMSNorm"),
+               ("qwen2_moe", "Qwen2MoeRMSNorm"), ("qwen3", "Qwen3RMSNorm"),
+               ("qwen3_moe", "Qwen3MoeRMSNorm"), ("smollm3", "SmolLM3RMSNorm"),
+               ("olmo2", "Olmo2RMSNorm"), ("phi3", "Phi3RMSNorm"), ("t5", "T5LayerNorm")):
+    register(_HF.format(_m, _c), "norm")
+# y = E[x] * embed_scale (Gemma 1-3): the embedding kernel times the scale.
+for _m, _c in (("gemma", "GemmaTextScaledWordEmbedding"),
+               ("gemma2", "Gemma2TextScaledWordEmbedding"),
+               ("gemma3", "Gemma3TextScaledWordEmbedding")):
+    register(_HF.format(_m, _c), "scaled_embedding")
 
 
 def kind_of(module: nn.Module) -> str | None:
-    """Kernel name for a module that owns parameters directly, or None (torch.func fallback)."""
+    """Kernel name for a module that owns parameters directly, or None (torch.func fallback).
+
+    A kernel applies only when the module's class `forward` is the registered one: a subclass
+    that overrides `forward` (Gemma's scaled embedding, OPT's positional embedding, a wrapper
+    that patches `forward` on the instance) falls back unless its own forward is registered.
+    """
+    if "forward" in vars(module):                                   # patched on the instance
+        return None
+    f = type(module).forward
+    k = REGISTRY.get((getattr(f, "__module__", ""), getattr(f, "__qualname__", "")))
+    if k is None or (k.forward is not None and k.forward is not f):
+        return None
     own = {n for n, _ in module.named_parameters(recurse=False)}
-    name = type(module).__name__
-    if isinstance(module, nn.Linear) and own <= {"weight", "bias"}:
-        return "linear"
-    if name == "Conv1D" and own <= {"weight", "bias"} and getattr(module, "weight", None) is not None:
-        return "conv1d"
-    if isinstance(module, nn.Embedding) and own == {"weight"} and module.max_norm is None \
-            and not module.scale_grad_by_freq and not module.sparse:
-        return "embedding"
-    if (isinstance(module, NORM_TYPES) or name in NORM_NAMES) and own <= {"weight", "bias"}:
-        return "norm"
-    return None
+    return k.kind if k.ok(module, own) else None
 
 
 def _flat(x: Tensor) -> Tensor:
@@ -68,14 +150,13 @@ def linear_rows(a: Tensor, b: Tensor, g: Tensor, live: Live | None = None) -> Te
         b, live = compact(b)                                        # (M, out)
     a = _flat(a).reshape(live.n * live.t, -1)[live.idx]             # (M, in)
     d_, out, inp = g.shape
-    if inp <= out:                                                  # smaller intermediate
-        gm = g.permute(1, 0, 2).reshape(out, d_ * inp)              # (out, D*in)
-        u = (b @ gm).view(-1, d_, inp)                              # (M, D, in)
-        per_token = torch.einsum("mdi,mi->md", u, a)                # (M, D)
-    else:
-        gm = g.permute(2, 0, 1).reshape(inp, d_ * out)              # (in, D*out)
-        u = (a @ gm).view(-1, d_, out)                              # (M, D, out)
-        per_token = torch.einsum("mdo,mo->md", u, b)                # (M, D)
+    cols = []
+    for d in range(d_):                                             # no (out, D*in) copy
+        if inp <= out:                                              # smaller intermediate
+            cols.append(((b @ g[d]) * a).sum(-1))                   # (M,)
+        else:
+            cols.append(((a @ g[d].T) * b).sum(-1))                 # (M,)
+    per_token = torch.stack(cols, 1)                                # (M, D)
     return per_token.new_zeros(live.n, d_).index_add_(0, live.rows, per_token)  # (N, D)
 
 
@@ -147,6 +228,9 @@ def rows_inner(kind: str, module: nn.Module, a: Tensor, b: Tensor,
             out["weight"] = linear_rows(a, b, w.transpose(1, 2), live)
         elif kind == "embedding":
             out["weight"] = embedding_rows(a, b, w, module.padding_idx)
+        elif kind == "scaled_embedding":
+            scale = module.embed_scale.to(module.weight.dtype)
+            out["weight"] = embedding_rows(a, b, w, module.padding_idx) * scale
         else:
             raise ValueError(f"no factored kernel for kind {kind!r}; expected linear, conv1d "
                              f"or embedding")

@@ -22,7 +22,7 @@ import torch
 import xarray as xr  # noqa: F401  (the return type)
 from torch import Tensor, nn
 
-from . import kernels, record
+from . import kernels, record, uses
 from .capture import Call, Capture
 from .functional import module_rows
 from .groups import GroupTable, param_groups
@@ -62,18 +62,28 @@ class Recorder:
         self.attrs, self.chunk = dict(attrs or {}), probe_chunk
         self.table = table or param_groups(model)
         self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.modules, self.kinds = {}, {}
+        self.modules, self.kinds, self._own = {}, {}, {}
         for name, m in model.named_modules():
-            if any(p.requires_grad for p in m.parameters(recurse=False)):
-                self.modules[name] = m
+            own = [(k, q, self.table.use_group(name, k))
+                   for k, q in m.named_parameters(recurse=False) if q.requires_grad]
+            if own:
+                self.modules[name], self._own[name] = m, own
                 self.kinds[name] = None if name in fallback else kernels.kind_of(m)
-        self.fallback_groups = sorted({self.table.names[self.table.group_of(p)]
-                                       for name, m in self.modules.items()
-                                       if self.kinds[name] is None
-                                       for p in m.parameters(recurse=False)})
+        self._explicit = uses.explicit_uses(self.table, self._own)
         self._cap: Capture | None = None
         self._calls: list[Call] = []
         self._loss, self._ids, self._pointwise_ok = float("nan"), None, False
+        self._gl_uses: dict = {}
+        self._covered_cache: dict = {}
+
+    @property
+    def fallback_groups(self) -> list[str]:
+        """Groups with a module measured by torch.func (no kernel, or moved to an enclosing
+        module whose rows are instances, e.g. an MoE block); known after the first forward."""
+        moved = self._cap.delegate if self._cap is not None else {}
+        return sorted({self.table.names[gi] for name in self.modules
+                       if self.kinds[name] is None or name in moved
+                       for _, _, gi in self._own[name]})
 
     # ---- phase 1: the training step ---------------------------------------------------------
     def __enter__(self) -> "Recorder":
@@ -86,13 +96,19 @@ class Recorder:
             if self._cap is not None:
                 self._cap.remove()
         finally:
-            self._cap, self._calls = None, []
+            self._cap, self._calls, self._gl_uses = None, [], {}
+
+    def _kind(self, call: Call) -> str | None:
+        """The call's kernel, or None for torch.func (no kernel, or parameters moved here)."""
+        return self.kinds.get(call.name) if call.covers == (call.name,) else None
 
     def _keep(self, call: Call, b: Tensor) -> None:
-        if self.kinds[call.name] == "norm":                         # tiny: form per-row grads
-            call.dense = kernels.norm_per_row(call.module, call.args[0], b)
+        uses.accumulate(self, call, b, self._gl_uses)
+        kind = self._kind(call)
+        if kind == "norm":                                          # tiny: form per-row grads
+            call.dense = kernels.norm_per_row(call.module, call.input, b)
             call.args, call.kwargs = (), {}
-        elif self.kinds[call.name] in ("linear", "conv1d"):
+        elif kind in ("linear", "conv1d"):
             call.b, call.live = kernels.compact(b)                  # only the live tokens
         else:
             call.b = b
@@ -110,7 +126,7 @@ class Recorder:
         if self._cap is None:
             raise RuntimeError("Recorder.backward must run inside `with Recorder(...) as rec:`")
         if loss is None:
-            self._calls, self._pointwise_ok = [], False
+            self._calls, self._pointwise_ok, self._gl_uses = [], False, None
         else:
             self._loss = float(loss.detach())
             loss.backward()
@@ -127,34 +143,53 @@ class Recorder:
         self._ids = [str(s) for s in sample_ids]
 
     # ---- phase 2: probes and contractions ---------------------------------------------------
-    def _own(self, call: Call) -> dict[str, nn.Parameter]:
-        return {k: p for k, p in call.module.named_parameters(recurse=False) if p.requires_grad}
+    def _covered(self, call: Call) -> list[tuple[str, nn.Parameter, int]]:
+        """(name relative to the call's module, parameter, use group) the call measures."""
+        key = (call.name, call.covers)
+        if key not in self._covered_cache:                          # once per module
+            out = []
+            for m in call.covers:
+                rel = "" if m == call.name else m[len(call.name) + 1:] + "."
+                out += [(rel + k, q, gi) for k, q, gi in self._own[m]]
+            self._covered_cache[key] = out
+        return self._covered_cache[key]
 
-    def _rows(self, call: Call, b: Tensor | None, dirs: Mapping[int, Tensor]) -> dict[int, Tensor]:
-        """Group index -> (N, D) <dirs_d, grad_n> over the call's own parameters."""
-        own = self._own(call)
-        g = {k: dirs[id(p)] for k, p in own.items()}
-        kind = self.kinds[call.name]
+    def _rows(self, call: Call, b: Tensor | None, dirs: Mapping[int, Tensor],
+              by_dir: Mapping[int, list[int]] | None = None) -> dict[int, Tensor]:
+        """Group index -> (N,) <dirs, grad_n> over the parameters the call measures.
+
+        dirs: id(param) -> (D, *shape). Column d goes to group by_dir[id(param)][d] where given
+        (a tied matrix's per-use directions), else to the call's own use group (D = 1)."""
+        covered = self._covered(call)
+        g = {k: dirs[id(q)] for k, q, _ in covered}
+        kind = self._kind(call)
         if call.dense is not None:
             res = {k: kernels.dense_rows(call.dense[k], g[k]) for k in g}
         elif kind == "norm":
-            dense = kernels.norm_per_row(call.module, call.args[0], b)
+            dense = kernels.norm_per_row(call.module, call.input, b)
             res = {k: kernels.dense_rows(dense[k], g[k]) for k in g}
-        elif kind is None:
+        elif kind is None:                                          # one jvp per group
+            sets: dict = {}
+            for k, q, gi in covered:
+                sets.setdefault(("p", k) if by_dir and id(q) in by_dir else gi, []).append(k)
             self._cap.active = False                                # re-running: record nothing
             try:
-                res = module_rows(call.module, call.args, call.kwargs, b, g)
+                res = module_rows(call.module, call.args, call.kwargs, b, g, call.out_index,
+                                  [tuple(v) for v in sets.values()])
             finally:
                 self._cap.active = self._probing
+            covered = [c for c in covered if c[0] in res]
         else:
-            a = call.args[0]
-            if kind == "embedding" and a.shape[0] != b.shape[0]:
+            a = call.input
+            if kind.endswith("embedding") and a.shape[0] != b.shape[0]:
                 a = a.expand(b.shape[0], *a.shape[1:])              # broadcast position ids
             res = kernels.rows_inner(kind, call.module, a, b, g, call.live)
         out: dict[int, Tensor] = {}
-        for k, v in res.items():
-            gi = self.table.group_of(own[k])
-            out[gi] = out[gi] + v if gi in out else v
+        for k, q, gi in covered:
+            v = res[k]                                              # (N, D)
+            cols = by_dir.get(id(q)) if by_dir else None
+            for d, gd in enumerate(cols or [gi]):
+                out[gd] = out[gd] + v[:, d] if gd in out else v[:, d]
         return out
 
     def _probe_pass(self, grad_l: dict[int, Tensor]):
@@ -165,10 +200,12 @@ class Recorder:
         n_g = len(self.table)
         dirs = {k: v.unsqueeze(0) for k, v in grad_l.items()}       # (1, *shape), views
         inst, risks, ge, rsq, pw = [], [], [], [], []
+        gr_uses: dict = {}                                          # per probe, see uses.py
 
         def on_probe(call: Call, b: Tensor) -> None:
+            uses.accumulate(self, call, b, gr_uses)
             for gi, v in self._rows(call, b, dirs).items():
-                block[:, gi] += v[:, 0]
+                block[:, gi] += v
 
         for p, batch in self.probes.items():
             labels = batch["labels"]
@@ -176,6 +213,7 @@ class Recorder:
             n = labels.shape[0]
             step = self.chunk or n
             buf: list[Tensor] | None = None
+            gr_uses: dict = {}
             self._cap.on_backprop, self._probing = on_probe, True
             try:
                 for lo in range(0, n, step):
@@ -205,26 +243,35 @@ class Recorder:
             if self.reduction == "mean":
                 for acc in buf:
                     acc.mul_(1.0 / n)
+                for parts in gr_uses.values():
+                    for v in parts.values():
+                        v.mul_(1.0 / n)
             grad_r = {id(q): acc for (_, q), acc in zip(self.params, buf)}
-            ge.append(record.per_group(self, grad_l, grad_r))
-            rsq.append(record.per_group(self, grad_r, grad_r))
+            ge.append(record.per_group(self, grad_l, grad_r, gr_uses))
+            rsq.append(record.per_group(self, grad_r, grad_r, gr_uses))
             if self._pointwise_ok:
-                pw.append(self._pointwise(grad_r))
+                pw.append(self._pointwise(grad_r, gr_uses))
             del buf, grad_r
         pw = torch.stack(pw, 1) if pw else None                     # (rows, P, G)
         return torch.cat(inst), torch.cat(risks), np.stack(ge), np.stack(rsq), pw
 
     @torch.no_grad()
-    def _pointwise(self, grad_r: dict[int, Tensor]) -> Tensor:
-        """(rows, G) <grad L(row), grad R_probe> per captured objective row."""
+    def _pointwise(self, grad_r: dict[int, Tensor], gr_uses: dict) -> Tensor:
+        """(rows, G) <grad L(row), grad R_probe> per captured objective row (a tied matrix:
+        <grad L(row), grad R_probe through use u> for each of its use groups u)."""
         rows = sum(self._obj_rows)
         starts = np.concatenate([[0], np.cumsum(self._obj_rows)])
         dirs = {k: v.unsqueeze(0) for k, v in grad_r.items()}       # (1, *shape), views
+        by_dir = {}
+        for key, groups in self.table.tied.items():
+            if key in dirs:
+                dirs[key], by_dir[key] = uses.directions(grad_r[key], gr_uses.get(key, {}),
+                                                         groups)    # (U, *shape)
         out = torch.zeros(rows, len(self.table), dtype=self.params[0][1].dtype)  # (rows, G)
         for call in self._calls:
             lo = int(starts[call.forward])
-            for gi, v in self._rows(call, call.b, dirs).items():
-                out[lo:lo + v.shape[0], gi] += v[:, 0]               # (N,)
+            for gi, v in self._rows(call, call.b, dirs, by_dir).items():
+                out[lo:lo + v.shape[0], gi] += v                     # (N,)
         return out
 
     def measure(self, step: int, divergence: Mapping[str, Mapping] | None = None,

@@ -17,13 +17,23 @@ from torch import Tensor
 from .divergence import CONVENTIONS, r_star
 from .risk import answer_counts, check_answers, row_risk
 from .schema import GRAM_SPLITS, make_attrs
+from .uses import directions
 
 
-def per_group(rec, a: dict[int, Tensor], b: dict[int, Tensor]) -> np.ndarray:
-    """(G,) sum over each group's trainable parameters of <a, b>."""
+def per_group(rec, a: dict[int, Tensor], b: dict[int, Tensor], b_uses: dict | None = None
+              ) -> np.ndarray:
+    """(G,) sum over each group's trainable parameters of <a, b>; a tied matrix gives
+    <a, b through use u> to each use group u (`b_uses`: its explicit parts, see
+    `geffect.uses`; None: the whole <a, b> to its first use group)."""
     out = np.zeros(len(rec.table))
     for _, p in rec.params:
-        out[rec.table.group_of(p)] += float((a[id(p)] * b[id(p)]).sum())
+        key, groups = id(p), rec.table.tied.get(id(p))
+        if groups is None or b_uses is None:
+            out[rec.table.group_of(p)] += float((a[key] * b[key]).sum())
+            continue
+        dirs, cols = directions(b[key], b_uses.get(key, {}), groups)  # (U, *shape)
+        for d, gi in zip(dirs, cols):
+            out[gi] += float((a[key] * d).sum())
     return out
 
 
@@ -55,7 +65,8 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
         samples, pw_np = [""], np.full((1, len(probes), n_g), np.nan)       # (1, P, G)
     else:
         samples, pw_np = _samples(rec._ids, pw)
-    measured = np.array(["functional" if g in rec.fallback_groups else "kernel"
+    fallback = rec.fallback_groups
+    measured = np.array(["functional" if g in fallback else "kernel"
                          for g in rec.table.names], dtype=object)
     coords = {"step": ("step", np.array([step], dtype=np.int64)),
               "probe": ("probe", np.array(probes, dtype=object)),
@@ -70,7 +81,7 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
                        or type(rec.model).__name__)
     attrs = make_attrs(config=a.pop("config", None), model=model_name,
                        method=a.pop("method", "unknown"), risk_reduction=rec.reduction,
-                       fallback_groups=rec.fallback_groups, **a)
+                       fallback_groups=fallback, **a)
     return xr.Dataset(
         {"geffect": (("step", "probe", "group"), ge[None]),
          "geffect_instance": (("step", "instance", "group"), inst.numpy()[None]),
@@ -78,7 +89,8 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
          "sample_id": (("step", "sample"), np.array([samples], dtype=object)),
          "risk": (("step", "instance"), risk.numpy()[None]),
          "objective_loss": (("step",), np.array([rec._loss])),
-         "grad_sq_norm": (("step", "group"), per_group(rec, grad_l, grad_l)[None]),
+         "grad_sq_norm": (("step", "group"),
+                          per_group(rec, grad_l, grad_l, rec._gl_uses)[None]),
          "risk_grad_sq_norm": (("step", "probe", "group"), rsq[None])},
         coords=coords, attrs=attrs)
 

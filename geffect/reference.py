@@ -4,10 +4,15 @@ Opacus' reference per-example loop, applied to the G-effect (Wang et al., ICLR 2
 Definition 1): per probe instance, grad R_i by its own backward; per objective row s, grad L(s)
 by a backward in which every other row's logits are detached, so only row s's forward carries
 gradient. Nothing is clever here; tests compare the hooks path against it.
+
+Tied weights are split by use (SCHEMA.md) the obvious way: `split_uses` gives every use but the
+first its own copy of the matrix, so autograd returns one gradient per use, keyed by the use's
+name (`lm_head.weight` next to `model.embed_tokens.weight`); their sum is the tied gradient.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +24,58 @@ def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
+@contextmanager
+def split_uses(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every use of a tied matrix but the first holds its own copy (same
+    values, same `requires_grad`), so gradients come back per use; restored on exit."""
+    seen, swapped = set(), []
+    for path, module in model.named_modules(remove_duplicate=False):
+        for k, p in list(module.named_parameters(recurse=False)):
+            if id(p) in seen:
+                swapped.append((module, k, p))
+                setattr(module, k, nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad))
+            seen.add(id(p))
+    try:
+        yield model
+    finally:
+        for module, k, p in swapped:
+            setattr(module, k, p)
+
+
+def _uses(model: nn.Module) -> list[tuple[str, str, str, str]]:
+    """(use name, canonical name, module path, own name) of every parameter use."""
+    canon = {id(p): n for n, p in model.named_parameters()}
+    out = []
+    for u, p in model.named_parameters(remove_duplicate=False):
+        mod, _, own = u.rpartition(".")
+        out.append((u, canon[id(p)], mod, own))
+    return out
+
+
+def pairs(table, model: nn.Module, a: Mapping, b: Mapping) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """(group, a_u, b_u) per parameter use u. A dict keyed by use names (from `split_uses`)
+    gives each use its part; one keyed by parameter names gives the full gradient to each use.
+    With neither split, each parameter counts once, in its first use's group."""
+    rows = _uses(model)
+    canon = {c for _, c, _, _ in rows}
+    a_use, b_use = any(k not in canon for k in a), any(k not in canon for k in b)
+    for u, c, mod, own in rows:
+        if not (a_use or b_use) and u != c:
+            continue
+        av, bv = (a.get(u) if a_use else a.get(c)), (b.get(u) if b_use else b.get(c))
+        if av is not None and bv is not None:
+            yield table.use_group(mod, own), av, bv
+
+
+def to_full(model: nn.Module, g: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Per-use gradients summed into per-parameter ones (names as `named_parameters`)."""
+    out: dict[str, Tensor] = {}
+    for u, c, _, _ in _uses(model):
+        if u in g:
+            out[c] = out[c] + g[u] if c in out else g[u]
+    return out
+
+
 def grad_of(model: nn.Module, scalar: Tensor) -> dict[str, Tensor]:
     """name -> d scalar / d param (zeros for unused parameters)."""
     named = _trainable(model)
@@ -28,12 +85,11 @@ def grad_of(model: nn.Module, scalar: Tensor) -> dict[str, Tensor]:
 
 
 def per_group(table, model: nn.Module, a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
-    """(G,) sum over each group's parameters of <a, b>."""
-    params = dict(model.named_parameters())
+    """(G,) sum over each group's parameter uses of <a, b> (see `pairs`)."""
     ref = next(iter(a.values()))
     out = torch.zeros(len(table), dtype=ref.dtype)                  # (G,)
-    for name in a:
-        out[table.group_of(params[name])] += (a[name] * b[name]).sum()
+    for gi, av, bv in pairs(table, model, a, b):
+        out[gi] += (av * bv).sum()
     return out
 
 
@@ -42,17 +98,26 @@ def _logits(model: nn.Module, batch: Mapping) -> Tensor:
 
 
 def risk_grad(model: nn.Module, batch: Mapping, reduction: str = "mean") -> dict[str, Tensor]:
-    """Gradient of the aggregate probe risk (mean or sum over instances of R_i)."""
-    r = row_risk(_logits(model, batch), batch["labels"])            # (N,)
-    return grad_of(model, r.mean() if reduction == "mean" else r.sum())
+    """Gradient of the aggregate probe risk (mean or sum over instances of R_i), per use."""
+    with split_uses(model):
+        r = row_risk(_logits(model, batch), batch["labels"])        # (N,)
+        return grad_of(model, r.mean() if reduction == "mean" else r.sum())
+
+
+def loss_grad(model: nn.Module, batches: Sequence[Mapping],
+              loss_fn: Callable[[list[Tensor]], Tensor]) -> dict[str, Tensor]:
+    """Gradient of the objective over its forward calls, per use."""
+    with split_uses(model):
+        return grad_of(model, loss_fn([_logits(model, b) for b in batches]))
 
 
 def instance_geffects(model: nn.Module, table, batch: Mapping,
                       grad_l: Mapping[str, Tensor]) -> Tensor:
     """(N, G) <grad L, grad R_i> for every instance i, one backward per instance."""
-    r = row_risk(_logits(model, batch), batch["labels"])            # (N,)
-    return torch.stack([per_group(table, model, grad_l, grad_of(model, r[i]))
-                        for i in range(r.shape[0])])                # (N, G)
+    with split_uses(model):
+        r = row_risk(_logits(model, batch), batch["labels"])        # (N,)
+        grads = [grad_of(model, r[i]) for i in range(r.shape[0])]
+    return torch.stack([per_group(table, model, grad_l, g) for g in grads])  # (N, G)
 
 
 def pointwise_geffects(model: nn.Module, table, batches: Sequence[Mapping],
@@ -66,13 +131,13 @@ def pointwise_geffects(model: nn.Module, table, batches: Sequence[Mapping],
         directions: fixed gradients (e.g. grad R_forget, grad R_retain).
     """
     rows = []
+    full = [_logits(model, b) for b in batches]                     # one graph, kept
     for f, batch in enumerate(batches):
         for s in range(batch["input_ids"].shape[0]):
-            logits = [_logits(model, b) for b in batches]
-            keep = torch.zeros(logits[f].shape[0], 1, 1, dtype=torch.bool)
+            keep = torch.zeros(full[f].shape[0], 1, 1, dtype=torch.bool)
             keep[s] = True
             logits = [torch.where(keep, lg, lg.detach()) if i == f else lg.detach()
-                      for i, lg in enumerate(logits)]               # only row s carries grad
-            g = grad_of(model, loss_fn(logits))
+                      for i, lg in enumerate(full)]                 # only row s carries grad
+            g = to_full(model, grad_of(model, loss_fn(logits)))
             rows.append(torch.stack([per_group(table, model, g, d) for d in directions]))
     return torch.stack(rows)                                        # (rows, D, G)

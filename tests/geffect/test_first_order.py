@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geffect import Recorder
+from geffect import Recorder, reference
 from geffect.risk import row_risk
 from unlearning.models import tiny_model
 
@@ -26,7 +26,7 @@ def _risks(model, batch):
 def _shifted(model, grads, eta, only=None):
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if only is None or n in only:
+            if (only is None or n in only) and n in grads:
                 p.add_(grads[n], alpha=eta)
 
 
@@ -43,11 +43,20 @@ def test_central_difference_matches_geffect(name, eta, rtol):
         rec.backward(-row_risk(out.logits, train["labels"]).mean())   # gradient ascent
         ds = rec.measure(step=0)
     g = {n: p.grad.clone() for n, p in model.named_parameters()}
-    groups = {gname: [n for n, gi in zip(rec.table.param_names, rec.table.param_group)
-                      if rec.table.names[gi] == gname] for gname in rec.table.names}
+    canon = {id(q): n for n, q in model.named_parameters()}
+    g = {u: g[canon[id(q)]] for u, q in model.named_parameters(remove_duplicate=False)}
+    groups = {gname: [f"{m}.{k}" for m, k, gi in rec.table.uses if rec.table.names[gi] == gname]
+              for gname in rec.table.names}
+    # a tied matrix's use groups (embedding, LM head): perturb that use's own copy
+    with reference.split_uses(model):
+        _check_slopes(model, probes, ds, rec, g, groups, eta, rtol)
+    _check_sgd_reading(model, probes, ds, g, eta)
+
+
+def _check_slopes(model, probes, ds, rec, g, groups, eta, rtol):
     for p, batch in probes.items():
         e = ds.geffect_instance.values[0][ds.split.values == p]            # (N, G)
-        for gname in (None, rec.table.names[1], rec.table.names[-1]):
+        for gname in (None, *rec.table.names[:2], rec.table.names[-1]):
             only = None if gname is None else set(groups[gname])
             _shifted(model, g, -eta, only)
             r_minus = _risks(model, batch)
@@ -60,7 +69,10 @@ def test_central_difference_matches_geffect(name, eta, rtol):
             if gname is None:                                              # aggregate (mean) R
                 agg = ds.geffect.sel(probe=p).sum("group").item()
                 assert abs(float(slope.mean()) - agg) <= rtol * abs(agg) + 1e-9
-    # the SGD reading: one step of size eta along -g changes R by about -eta * e
+
+
+def _check_sgd_reading(model, probes, ds, g, eta):
+    """One step of size eta along -g changes R by about -eta * e."""
     r0, e_f = _risks(model, probes["forget"]).mean(), ds.geffect.sel(probe="forget").sum().item()
     _shifted(model, g, -eta)
     change = float(_risks(model, probes["forget"]).mean() - r0)

@@ -14,20 +14,29 @@ from .conftest import MODELS
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_every_parameter_in_exactly_one_group(name):
+def test_every_parameter_use_in_exactly_one_group(name):
+    """Every use of every parameter has one group; a tied matrix has one group per use (the
+    embedding and the LM head; before issue 13 the head's use was folded into the embedding's
+    group), and counts its parameters in each."""
     model = tiny_model(name)
     t = param_groups(model)
     unique = {id(p): p for p in model.parameters()}
-    assert sum(t.n_params) == sum(p.numel() for p in unique.values())
+    tied = name in ("tiny-llama-tied", "tiny-gpt2")
+    head, emb = model.get_output_embeddings().weight, model.get_input_embeddings().weight
+    assert sum(t.n_params) == sum(p.numel() for p in unique.values()) + tied * head.numel()
     assert len(t.param_names) == len(unique)
+    assert len(t.uses) == len(list(model.named_parameters(remove_duplicate=False)))
     assert len(set(t.names)) == len(t.names)
     for p in model.parameters():
         assert 0 <= t.group_of(p) < len(t)
     assert "other" not in t.component
-    tied = name in ("tiny-llama-tied", "tiny-gpt2")
-    assert ("lm_head" in t.names) != tied
-    if tied:                                                         # the head is the embedding
-        assert t.group_of(model.lm_head.weight) == t.group_of(model.get_input_embeddings().weight)
+    assert t.use_group("lm_head", "weight") == t.names.index("lm_head")
+    assert t.component[t.names.index("lm_head")] == "lm_head"
+    if tied:                                                         # home: the embedding
+        assert t.group_of(head) == t.group_of(emb) == 0
+        assert t.tied == {id(emb): [0, t.names.index("lm_head")]}
+    else:
+        assert t.tied == {}
 
 
 def test_llama_and_gpt2_tables():
@@ -43,14 +52,15 @@ def test_llama_and_gpt2_tables():
     rows = dict(zip(g.names, zip(g.layer, g.component)))
     assert rows["transformer.wpe"] == (-1, "embed") and rows["transformer.h.1.ln_2"] == (1, "norm")
     assert rows["transformer.h.0.attn"] == (0, "attn") and rows["transformer.ln_f"] == (-1, "norm")
-    assert len(g) == 2 + 2 * 4 + 1
+    assert len(g) == 2 + 2 * 4 + 1 + 1                               # tied head: its own use group
+    assert g.band[g.names.index("lm_head")] == "lm" and g.band[0] == "embed"
 
 
 def test_unknown_architecture_falls_back_to_module_paths():
     model = nn.Sequential(nn.Embedding(10, 4), nn.Sequential(nn.Linear(4, 4), nn.ReLU()),
                           nn.Linear(4, 3))
     t = param_groups(model)
-    assert t.names == ["0", "1.0", "2"] and set(t.component) == {"other"}
+    assert t.names == ["0", "1.0", "2"] and t.component == ["embed", "other", "other"]
     assert t.family == "generic" and t.n_params == [40, 20, 15]
 
 

@@ -63,7 +63,7 @@ def test_hooks_match_reference_loop(name, reduction):
     pw = torch.stack([pw[0] + pw[4], pw[1], pw[2], pw[3]])                       # by sample id
     np.testing.assert_allclose(ds.geffect_pointwise.values[0], pw.numpy(), rtol=0, atol=TOL)
     assert list(ds.sample_id.values[0]) == ["s0", "s1", "s2", "s3"]
-    sq = reference.per_group(table, model, grad_l, grad_l)
+    sq = reference.per_group(table, model, grad_l, reference.loss_grad(model, [b1, b2], loss_fn))
     np.testing.assert_allclose(ds.grad_sq_norm.values[0], sq.numpy(), rtol=1e-12)
     risks = torch.cat([row_risk(model(input_ids=b["input_ids"],
                                       attention_mask=b["attention_mask"]).logits, b["labels"])
@@ -97,8 +97,9 @@ def test_torch_func_vmap_agrees(name):
     model, probes, b1, b2 = _setup(name, seed=2)
     ds, loss_fn, table = _run(model, probes, b1, b2, [f"s{i}" for i in range(5)])
     grad_l = {n: p.grad.clone() for n, p in model.named_parameters()}
-    inst = torch.cat([functional.contract(functional.risk_grads(model, probes[p]), grad_l,
-                                          table, model) for p in probes])          # (I, G)
+    with reference.split_uses(model):                       # per-use rows of a tied matrix
+        per_row = [functional.risk_grads(model, probes[p]) for p in probes]
+    inst = torch.cat([functional.contract(r, grad_l, table, model) for r in per_row])  # (I, G)
     np.testing.assert_allclose(ds.geffect_instance.values[0], inst.numpy(), atol=TOL)
     # point-wise: per-row vjp of each forward with that forward's slice of dL/dlogits
     logits = [model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits

@@ -136,3 +136,23 @@ def test_rmu_on_a_tiny_model(tiny, outputs, name, expected):
     params = [p for n, p in model.named_parameters() if re.search(rmu.trainable, n)]
     g = grads(loss.total, params)
     assert all(float(x.abs().sum()) > 0 for x in g)
+
+
+def test_bind_finds_the_mlp_output_projections_of_every_family():
+    """Structure, not names: the weight mapping the MLP width back to d, in blocks l-2..l."""
+    from tests.geffect.families import FAMILIES, family_model
+
+    want = {"gpt_neox": "gpt_neox.layers.{}.mlp.dense_4h_to_h.weight",
+            "phi": "model.layers.{}.mlp.fc2.weight", "opt": "model.decoder.layers.{}.fc2.weight",
+            "gpt2": "transformer.h.{}.mlp.c_proj.weight", "gptj": "transformer.h.{}.mlp.fc_out.weight",
+            "mixtral": "model.layers.{}.mlp.experts.down_proj",
+            "gemma": "model.layers.{}.mlp.down_proj.weight"}
+    for name in FAMILIES:
+        model = family_model(name, dtype=torch.float32, attn="eager")
+        rmu = build("rmu", layer=1).bind(model)
+        chosen = [n for n, _ in model.named_parameters() if re.search(rmu.trainable, n)]
+        assert len(chosen) >= 2, name                                # blocks 0 and 1
+        if name in want:
+            assert chosen == [want[name].format(i) for i in (0, 1)], name
+    model = family_model("llama", dtype=torch.float32)
+    assert build("rmu", layer=0, trainable_regex="q_proj").bind(model).trainable == "q_proj"

@@ -13,7 +13,9 @@ which the engine's `labels` mark). As in the WMDP code, u is uniform on [0, 1)^d
 (not Gaussian); it is drawn lazily from `vector_seed` and d, never stored on the model.
 
 Defaults follow the WMDP code for Zephyr-7B (32 blocks): steered block 7 (0-based; HF
-`hidden_states[8]`), trainable `mlp.down_proj.weight` of blocks 5, 6, 7 (`param_ids=[6]`),
+`hidden_states[8]`), trainable `mlp.down_proj.weight` of blocks 5, 6, 7 (`param_ids=[6]`;
+found from the model's structure, `mlp_out_params`, so any HF family works: GPT-2's
+`mlp.c_proj`, GPT-NeoX's `mlp.dense_4h_to_h`, Phi's `mlp.fc2`, OPT's `fc2`, MoE experts),
 c = 6.5 and alpha = 1200 (the README's command). Other models: block round(7/32 * n_blocks)
 (`depth`), set by `bind(model)`; or pass `layer`. c scales with the norm of that block's
 activations and must be re-tuned per model (open-unlearning ships c = 300, alpha = 1000).
@@ -22,13 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import Loss, Outputs, register
 
@@ -67,6 +70,46 @@ def activation_mse(h: Tensor, target: Tensor, pos: Tensor) -> Tensor:
     return ((per_token * pos).sum(-1) / n).mean()
 
 
+_MLP = re.compile(r"mlp|ffn|feed_?forward|moe|expert|^fc\d|^fc_|^dense_h|^dense_4h", re.IGNORECASE)
+
+
+def decoder_blocks(model) -> tuple[str, nn.ModuleList] | None:
+    """(path, blocks): the `nn.ModuleList` of `config.num_hidden_layers` modules holding the
+    most parameters (the decoder blocks of any HF causal LM); None if there is none."""
+    if not isinstance(model, nn.Module):
+        return None
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    found = [(sum(p.numel() for p in m.parameters()), name, m) for name, m in model.named_modules()
+             if isinstance(m, nn.ModuleList) and len(m) == n]
+    return max(found, key=lambda x: x[0])[1:] if found else None
+
+
+def _out_dim(module: nn.Module, p: Tensor) -> tuple[int, int]:
+    """(out, in) of a weight: Linear (out, in), GPT-2's Conv1D (in, out), experts (E, out, in)."""
+    if type(module).__name__ == "Conv1D":
+        return p.shape[-1], p.shape[-2]
+    return p.shape[-2], p.shape[-1]
+
+
+def mlp_out_params(model, blocks: Sequence[int]) -> list[str]:
+    """Names of the MLP output projections (weights mapping the MLP's width back to the
+    hidden size d) of the given decoder blocks, from the model's structure."""
+    path, layers = decoder_blocks(model)
+    d = model.config.hidden_size
+    names = []
+    for i in blocks:
+        block = f"{path}.{i}"
+        for child, sub in layers[i].named_children():
+            if not _MLP.search(child):
+                continue
+            for mname, m in sub.named_modules():
+                for k, p in m.named_parameters(recurse=False):
+                    out, inp = _out_dim(m, p) if p.ndim >= 2 else (0, 0)
+                    if out == d and inp != d:
+                        names.append(".".join(x for x in (block, child, mname, k) if x))
+    return names
+
+
 @register("rmu")
 @dataclass(frozen=True)
 class RMU:
@@ -81,12 +124,24 @@ class RMU:
     needs_ref: ClassVar[bool] = True
 
     def bind(self, model) -> "RMU":
-        """This objective with `layer` resolved for `model` (depth fraction of its blocks)."""
-        n = model.config.num_hidden_layers
+        """This objective with `layer` resolved for `model` (depth fraction of its blocks) and,
+        unless `trainable_regex` is given, the MLP output projections of blocks layer-2..layer
+        found from the model's structure (`mlp_out_params`)."""
+        blocks = decoder_blocks(model)
+        n = len(blocks[1]) if blocks is not None else model.config.num_hidden_layers
         layer = self.layer if self.layer is not None else min(n - 1, round(self.depth * n))
         if not 0 <= layer < n:
             raise ValueError(f"RMU layer must be a block index in [0, {n}); got {layer}")
         bound = dataclasses.replace(self, layer=layer)
+        if self.trainable_regex is None and blocks is not None:
+            found = mlp_out_params(model, range(max(0, layer - 2), layer + 1))
+            if not found:
+                raise ValueError(f"RMU: no MLP output projection (a weight mapping the MLP width "
+                                 f"back to hidden size {model.config.hidden_size}) in blocks "
+                                 f"{max(0, layer - 2)}..{layer} of {type(model).__name__}; pass "
+                                 f"trainable_regex")
+            regex = "^(?:" + "|".join(re.escape(x) for x in found) + ")$"
+            bound = dataclasses.replace(bound, trainable_regex=regex)
         names = [name for name, _ in model.named_parameters()]
         if not any(re.search(bound.trainable, name) for name in names):
             raise ValueError(f"RMU trainable regex {bound.trainable!r} matches no parameter; "
@@ -105,7 +160,8 @@ class RMU:
 
     @property
     def trainable(self) -> str:
-        """Regex of the parameters RMU updates: the MLP down-projection of blocks l-2..l."""
+        """Regex of the parameters RMU updates: the MLP down-projection of blocks l-2..l (set
+        by `bind` from the model's structure; this name pattern only for unbound use)."""
         if self.trainable_regex is not None:
             return self.trainable_regex
         l = self._layer()

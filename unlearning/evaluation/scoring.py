@@ -55,6 +55,21 @@ class TokenScores:
                              f"least one answer token per row (raise max_length)")
         return -(self.logprob * self.mask).sum(-1) / n               # (N,)
 
+    def without_last(self) -> "TokenScores":
+        """The same scores with each row's final label token masked out.
+
+        open-unlearning scores exact memorisation, extraction strength, Min-K% and Min-K%++
+        on the label tokens without the last one ("-1 to ignore eos prediction",
+        `src/evals/metrics/utils.py::tokenwise_logprobs` / `tokenwise_vocab_logprobs`); on a
+        QA row that last label is the EOS token. Rows of one token keep it (nothing else to
+        score).
+        """
+        n = self.n_tokens                                            # (N,)
+        cols = np.arange(self.mask.shape[1])[None, :]                # (1, L)
+        mask = self.mask & ((cols < (n - 1)[:, None]) | (n[:, None] <= 1))  # (N, L)
+        return TokenScores(self.logprob * mask, self.mu * mask, self.sigma * mask,
+                           self.top1 & mask, mask)
+
     def take(self, index) -> "TokenScores":
         return TokenScores(self.logprob[index], self.mu[index], self.sigma[index],
                            self.top1[index], self.mask[index])

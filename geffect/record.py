@@ -27,13 +27,26 @@ def per_group(rec, a: dict[int, Tensor], b: dict[int, Tensor]) -> np.ndarray:
     return out
 
 
-def _samples(ids: list[str], pw: Tensor) -> tuple[list[str], np.ndarray]:
-    """Sum rows that share an id (in order of first appearance): (S, P, G)."""
+def _samples(ids: list[str], pw: Tensor, weights) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Sum rows that share an id (in order of first appearance) and divide by the instance's
+    weight: (S, P, G) PG-effects and (S,) weights (1 without weights)."""
     order = list(dict.fromkeys(ids))
     index = torch.tensor([order.index(i) for i in ids])              # (rows,)
     out = torch.zeros(len(order), *pw.shape[1:], dtype=pw.dtype)     # (S, P, G)
     out.index_add_(0, index, pw)
-    return order, out.numpy()
+    if weights is None:
+        return order, out.numpy(), np.ones(len(order))
+    w = np.full(len(order), np.nan)                                  # (S,)
+    for i, wi in zip(ids, weights):
+        s = order.index(i)
+        if not np.isnan(w[s]) and not np.isclose(w[s], wi, rtol=1e-12, atol=0):
+            raise ValueError(f"sample {i!r}: its rows carry different weights ({w[s]} and "
+                             f"{wi}); one instance needs one weight")
+        w[s] = wi
+    if (w == 0).any():
+        raise ValueError(f"samples {[order[s] for s in np.flatnonzero(w == 0)]} have weight "
+                         f"0: their own objective is not recoverable from the step's")
+    return order, out.numpy() / w[:, None, None], w
 
 
 def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
@@ -53,8 +66,9 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
                          f"{sorted({i for i in ids if ids.count(i) > 1})[:5]}")
     if pw is None:
         samples, pw_np = [""], np.full((1, len(probes), n_g), np.nan)       # (1, P, G)
+        weight = np.full(1, np.nan)
     else:
-        samples, pw_np = _samples(rec._ids, pw)
+        samples, pw_np, weight = _samples(rec._ids, pw, rec._weights)
     measured = np.array(["functional" if g in rec.fallback_groups else "kernel"
                          for g in rec.table.names], dtype=object)
     coords = {"step": ("step", np.array([step], dtype=np.int64)),
@@ -70,12 +84,15 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
                        or type(rec.model).__name__)
     attrs = make_attrs(config=a.pop("config", None), model=model_name,
                        method=a.pop("method", "unknown"), risk_reduction=rec.reduction,
-                       fallback_groups=rec.fallback_groups, **a)
+                       fallback_groups=rec.fallback_groups,
+                       pointwise=("contribution" if pw is None or rec._weights is None
+                                  else "instance_objective"), **a)
     return xr.Dataset(
         {"geffect": (("step", "probe", "group"), ge[None]),
          "geffect_instance": (("step", "instance", "group"), inst.numpy()[None]),
          "geffect_pointwise": (("step", "sample", "probe", "group"), pw_np[None]),
          "sample_id": (("step", "sample"), np.array([samples], dtype=object)),
+         "sample_weight": (("step", "sample"), weight[None]),
          "risk": (("step", "instance"), risk.numpy()[None]),
          "objective_loss": (("step",), np.array([rec._loss])),
          "grad_sq_norm": (("step", "group"), per_group(rec, grad_l, grad_l)[None]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .risk import row_risk
@@ -42,9 +43,32 @@ def _logits(model: nn.Module, batch: Mapping) -> Tensor:
 
 
 def risk_grad(model: nn.Module, batch: Mapping, reduction: str = "mean") -> dict[str, Tensor]:
-    """Gradient of the aggregate probe risk (mean or sum over instances of R_i)."""
+    """Gradient of the aggregate probe risk: mean or sum over instances of R_i, or "token":
+    HF's causal-LM loss (`transformers.loss.loss_utils.ForCausalLMLoss`: one cross-entropy
+    "mean" over every answer token of the batch), here without its float32 upcast."""
+    if reduction == "token":
+        lg = _logits(model, batch)[:, :-1]                          # (N, T-1, V)
+        lb = batch["labels"][:, 1:]                                 # (N, T-1)
+        return grad_of(model, F.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1),
+                                              ignore_index=-100))
     r = row_risk(_logits(model, batch), batch["labels"])            # (N,)
     return grad_of(model, r.mean() if reduction == "mean" else r.sum())
+
+
+def instance_objective_geffects(model: nn.Module, table, losses: Sequence[Callable[[], Tensor]],
+                                directions: Sequence[Mapping[str, Tensor]]) -> Tensor:
+    """(S, D, G) the paper's PG-effects <grad L_s, direction_d>, one backward per instance.
+
+    Args:
+        losses: per objective instance s, a function that runs the model on that instance's
+            rows ALONE and returns its own objective L_s (e.g. GA on a batch of one row).
+        directions: fixed gradients (e.g. grad R_forget, grad R_retain).
+    """
+    rows = []
+    for loss_fn in losses:
+        g = grad_of(model, loss_fn())
+        rows.append(torch.stack([per_group(table, model, g, d) for d in directions]))
+    return torch.stack(rows)                                        # (S, D, G)
 
 
 def instance_geffects(model: nn.Module, table, batch: Mapping,

@@ -43,6 +43,12 @@ class RunConfig:
     retain_truth_ratios: str | None = None
     seed: int = 0
     dtype: str = "float32"
+    loss_reduction: str = "token"         # token (HF outputs.loss, pooled) | sequence (row means)
+
+    def __post_init__(self):
+        if self.loss_reduction not in ("token", "sequence"):
+            raise ValueError(f"loss_reduction must be 'token' or 'sequence', got "
+                             f"{self.loss_reduction!r}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

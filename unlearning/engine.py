@@ -31,12 +31,17 @@ from .objectives import OwnsUpdate, SplitOutputs, build
 from .tasks import build_task
 
 
+RISK = {"token": "token", "sequence": "mean"}    # the G-effect risk reduced like the loss
+
+
 class DivergedError(RuntimeError):
     """The objective became NaN or infinite; the last good state is saved."""
 
 
-def split_outputs(model, batch: dict, hidden_layers=(), ref=None) -> SplitOutputs:
-    """One forward (and one reference forward); logits shifted to align with labels."""
+def split_outputs(model, batch: dict, hidden_layers=(), ref=None,
+                  reduction: str = "token") -> SplitOutputs:
+    """One forward (and one reference forward); logits shifted to align with labels.
+    `reduction` is the run's `loss_reduction`, carried to the objective."""
     def forward(m):
         out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 output_hidden_states=bool(hidden_layers))
@@ -49,7 +54,18 @@ def split_outputs(model, batch: dict, hidden_layers=(), ref=None) -> SplitOutput
         with torch.no_grad():
             ref_logits, ref_hidden = forward(ref)
     return SplitOutputs(logits=logits, labels=batch["labels"][:, 1:], ref_logits=ref_logits,
-                        hidden=hidden, ref_hidden=ref_hidden)
+                        hidden=hidden, ref_hidden=ref_hidden, reduction=reduction)
+
+
+def sample_weights(objective, losses) -> list[float] | None:
+    """Each forward row's weight in the step's loss (micro-batches averaged), in forward order;
+    None when the objective gives no per-row decomposition for some split."""
+    out: list[float] = []
+    for loss in losses:
+        if any(s not in loss.weights for s in objective.splits):
+            return None
+        out += [float(w) / len(losses) for s in objective.splits for w in loss.weights[s]]
+    return out
 
 
 def sample_ids(objective, batches: dict) -> list[str]:
@@ -156,11 +172,13 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
         measure = cfg.geffect_every and step % cfg.geffect_every == 0
         micro = [task.batch(step * cfg.grad_accum + m, cfg.batch_size, objective.splits, cfg.seed)
                  for m in range(cfg.grad_accum)]
-        recorder = geffect.Recorder(model, probes=probes) if measure else contextlib.nullcontext()
+        recorder = (geffect.Recorder(model, probes=probes, reduction=RISK[cfg.loss_reduction])
+                    if measure else contextlib.nullcontext())
         with recorder as rec:
             losses = []
             for batches in micro:
-                outs = {s: split_outputs(model, batches[s], hidden_layers, ref) for s in objective.splits}
+                outs = {s: split_outputs(model, batches[s], hidden_layers, ref, cfg.loss_reduction)
+                        for s in objective.splits}
                 loss = objective(outs)
                 if not torch.isfinite(loss.total):
                     _diverged(out, step, model, tok, opt, sched, loss)
@@ -173,7 +191,8 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
                     objective.backward(total, params)
                     rec.backward(None)
                 else:
-                    rec.backward(total.total, sample_ids=[i for b in micro for i in sample_ids(objective, b)])
+                    rec.backward(total.total, sample_ids=[i for b in micro for i in sample_ids(objective, b)],
+                                 weights=sample_weights(objective, losses))
                 div = ({"forget": micro[0]["forget"], "normal": micro[0]["normal"]}
                        if "normal" in objective.splits else None)
                 gds = rec.measure(step=step, divergence=div, sga=objective if div else None)
@@ -181,7 +200,7 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
         lr = sched.get_last_lr()[0]
         if hasattr(objective, "learning_rate"):
-            lr = objective.learning_rate(step, lr, lambda eta: _loss_at(model, params, objective, micro[0], hidden_layers, ref, eta))
+            lr = objective.learning_rate(step, lr, lambda eta: _loss_at(model, params, objective, micro[0], hidden_layers, ref, eta, cfg.loss_reduction))
             for g in opt.param_groups:
                 g["lr"] = lr
         nll_f = (_num(loss.terms["forget_nll"]) if "forget_nll" in loss.terms
@@ -227,14 +246,16 @@ def _backward(objective, loss, params, accum: int) -> None:
 
 
 @torch.no_grad()
-def _loss_at(model, params, objective, batches, hidden_layers, ref, eta: float) -> float:
+def _loss_at(model, params, objective, batches, hidden_layers, ref, eta: float,
+             reduction: str = "token") -> float:
     """The objective's loss after theta <- theta - eta * grad; parameters restored after."""
     saved = [p.detach().clone() for p in params]
     try:
         for p in params:
             if p.grad is not None:
                 p.sub_(eta * p.grad)
-        outs = {s: split_outputs(model, batches[s], hidden_layers, ref) for s in objective.splits}
+        outs = {s: split_outputs(model, batches[s], hidden_layers, ref, reduction)
+                for s in objective.splits}
         return float(objective(outs).total)
     finally:
         for p, s in zip(params, saved):

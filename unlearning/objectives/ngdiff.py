@@ -76,8 +76,8 @@ class NGDiff:
         object.__setattr__(self, "_rate", [None])   # the last GeN rate (not a hyperparameter)
 
     def __call__(self, out: Outputs) -> Loss:
-        forget = out["forget"].nll.mean()
-        retain = out["retain"].nll.mean()
+        forget = out["forget"].batch_nll
+        retain = out["retain"].batch_nll
         return Loss(total=retain - forget,
                     terms={"forget_nll": forget.detach(), "retain_nll": retain.detach()},
                     parts={"forget": forget, "retain": retain})

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 
 from .base import Loss, Objective, Outputs, register
@@ -33,9 +34,12 @@ class SimNPOForget:
     needs_ref: ClassVar[bool] = False
 
     def __call__(self, out: Outputs) -> Loss:
-        ell = out["forget"].nll                                          # (B,)
+        f = out["forget"]
+        ell = f.nll                                                      # (B,) per-row mean
         loss = -(2.0 / self.beta) * F.logsigmoid(self.beta * ell - self.gamma)  # (B,)
-        return Loss(total=loss.mean(), terms={"forget_nll": ell.mean().detach()})
+        w = torch.full_like(loss, 1.0 / loss.shape[0]).detach()             # (B,) a row mean
+        return Loss(total=loss.mean(), terms={"forget_nll": f.batch_nll.detach()},
+                    weights={"forget": w})
 
 
 @register("simnpo")

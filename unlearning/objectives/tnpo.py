@@ -51,9 +51,10 @@ class TNPOForget:
         f = out["forget"]
         logp = f.logprobs                                                # (B, T)
         weight = tnpo_weight(logp, f.ref_logprobs, self.beta, self.alpha)  # (B, T)
-        return Loss(total=token_weighted_ascent(weight, logp, f.mask),
-                    terms={"forget_nll": f.nll.mean().detach(),
-                           "mean_weight": (weight * f.mask).sum() / f.mask.sum()})
+        return Loss(total=token_weighted_ascent(weight, logp, f.mask, f.reduction),
+                    terms={"forget_nll": f.batch_nll.detach(),
+                           "mean_weight": (weight * f.mask).sum() / f.mask.sum()},
+                    weights={"forget": f.weights})
 
 
 @register("tnpo")

@@ -8,8 +8,10 @@ w_t = p_theta(y_t | x, y_<t)^beta, with no gradient through the weight:
 
 The weight damps GA's inverse-confidence term 1/p in the gradient of log p, so tokens that
 are already unlikely stop being pushed. beta = 0 recovers GA exactly. Default beta = 1.0
-(the paper's and open-unlearning's). The reference code averages over all answer tokens of
-the batch; we average per row, then over rows, as `ga` does, so beta = 0 is GA here.
+(the paper's and open-unlearning's). Under `loss_reduction="token"` (default) the sum runs
+over all answer tokens of the batch, as open-unlearning's `compute_wga_loss`
+(`(weight_ce * lm_loss)[shift_labels != -100].mean()`); under `sequence`, per row then over
+rows. Either way beta = 0 is GA under the same reduction.
 Optional retain regulariser as in the paper's "+KL"/"+RT" variants (`retain`, `alpha`).
 """
 from __future__ import annotations
@@ -34,9 +36,10 @@ class WGAForget:
         f = out["forget"]
         logp = f.logprobs                                                # (B, T)
         weight = (self.beta * logp.detach()).exp()                       # (B, T)  p^beta
-        return Loss(total=token_weighted_ascent(weight, logp, f.mask),
-                    terms={"forget_nll": f.nll.mean().detach(),
-                           "mean_weight": (weight * f.mask).sum() / f.mask.sum()})
+        return Loss(total=token_weighted_ascent(weight, logp, f.mask, f.reduction),
+                    terms={"forget_nll": f.batch_nll.detach(),
+                           "mean_weight": (weight * f.mask).sum() / f.mask.sum()},
+                    weights={"forget": f.weights})
 
 
 @register("wga")

@@ -16,7 +16,11 @@ Defaults follow the WMDP code for Zephyr-7B (32 blocks): steered block 7 (0-base
 `hidden_states[8]`), trainable `mlp.down_proj.weight` of blocks 5, 6, 7 (`param_ids=[6]`),
 c = 6.5 and alpha = 1200 (the README's command). Other models: block round(7/32 * n_blocks)
 (`depth`), set by `bind(model)`; or pass `layer`. c scales with the norm of that block's
-activations and must be re-tuned per model (open-unlearning ships c = 300, alpha = 1000).
+activations and must be re-tuned per model: open-unlearning's `configs/trainer/RMU.yaml`
+ships steering_coeff c = 2, alpha = 1 (block 7, all parameters trainable), the WMDP README
+command c = 6.5, alpha = 1200 (the defaults here). The activation MSE follows the run's
+`loss_reduction`: pooled over the batch's answer tokens (`token`) or per row then over rows
+(`sequence`, open-unlearning's `compute_activation_loss`).
 """
 from __future__ import annotations
 

@@ -100,14 +100,26 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
         coords=coords, attrs=attrs)
 
 
-def _mean_nll_grad(rec, batch: Mapping, where: str) -> dict[int, Tensor]:
+def _mean_nll_grad(rec, batch: Mapping, where: str, weights: Tensor | None = None
+                   ) -> dict[int, Tensor]:
+    """Gradient of the mean row NLL, or of sum_b weights_b * NLL_b when weights are given."""
     check_answers(batch["labels"], where)
     with torch.enable_grad():
         out = rec.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        loss = row_risk(out.logits, batch["labels"]).mean()
+        r = row_risk(out.logits, batch["labels"])                    # (B,)
+        loss = r.mean() if weights is None else (r * weights.to(r.dtype)).sum()
         grads = torch.autograd.grad(loss, [p for _, p in rec.params], allow_unused=True)
     return {id(p): (g if g is not None else torch.zeros_like(p))
             for (_, p), g in zip(rec.params, grads)}
+
+
+def _group_weights(batches: Mapping, k: int) -> tuple[Tensor, Tensor]:
+    """Under loss_reduction "token", SGA weighs group g by n_g / N (its forget row's answer
+    tokens): g_f = grad sum_g w_g ell_g (the pooled forget NLL) and gbar = grad sum_g w_g
+    mean_k ell_gk, so grad L_SGA = -w_f g_f +- w_n (K-1) gbar as under row means."""
+    n = check_answers(batches["forget"]["labels"], "divergence forget").double()   # (B,)
+    w = n / n.sum()                                                  # (B,)
+    return w, w.repeat_interleave(k - 1) / (k - 1)                   # (B,), (B*(K-1),)
 
 
 def _sga_params(sga, n_f: int, n_n: int) -> tuple[int, str]:
@@ -132,8 +144,14 @@ def divergence(rec, step: int, grad_l, batches: Mapping, sga=None) -> xr.Dataset
                          f"{sorted(missing)}")
     k, conv = _sga_params(sga, len(batches["forget"]["input_ids"]),
                           len(batches["normal"]["input_ids"]))
-    g_f = _mean_nll_grad(rec, batches["forget"], "divergence forget")
-    g_n = _mean_nll_grad(rec, batches["normal"], "divergence normal")
+    get = sga.get if isinstance(sga, Mapping) else (lambda key, d=None: getattr(sga, key, d))
+    reduction = get("loss_reduction", "sequence") if sga is not None else "sequence"
+    if reduction not in ("token", "sequence"):
+        raise ValueError(f"divergence: loss_reduction must be 'token' or 'sequence', got "
+                         f"{reduction!r}")
+    w_f, w_n = _group_weights(batches, k) if reduction == "token" else (None, None)
+    g_f = _mean_nll_grad(rec, batches["forget"], "divergence forget", w_f)
+    g_n = _mean_nll_grad(rec, batches["normal"], "divergence normal", w_n)
     gff, gfn, gnn = (per_group(rec, x, y) for x, y in ((g_f, g_f), (g_f, g_n), (g_n, g_n)))
     gll = per_group(rec, grad_l, grad_l)                           # ||grad L_SGA||^2
     glf = per_group(rec, grad_l, g_f)                              # <grad L_SGA, g_f>
@@ -152,4 +170,4 @@ def divergence(rec, step: int, grad_l, batches: Mapping, sga=None) -> xr.Dataset
                 "group": ("group", np.array(rec.table.names, dtype=object)),
                 "split_a": ("split_a", np.array(GRAM_SPLITS, dtype=object)),
                 "split_b": ("split_b", np.array(GRAM_SPLITS, dtype=object))},
-        attrs={"sga_k": k, "r_star_convention": conv})
+        attrs={"sga_k": k, "r_star_convention": conv, "sga_loss_reduction": reduction})

@@ -195,7 +195,9 @@ def run(cfg: RunConfig, *, progress: bool = True) -> Path:
                                  weights=sample_weights(objective, losses))
                 div = ({"forget": micro[0]["forget"], "normal": micro[0]["normal"]}
                        if "normal" in objective.splits else None)
-                gds = rec.measure(step=step, divergence=div, sga=objective if div else None)
+                sga = ({"k": objective.k, "convention": objective.convention,
+                        "loss_reduction": cfg.loss_reduction} if div else None)
+                gds = rec.measure(step=step, divergence=div, sga=sga)
         loss = _mean_loss(losses)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
         lr = sched.get_last_lr()[0]

@@ -83,14 +83,20 @@ def forget_vs_retain(ds: xr.Dataset) -> xr.Dataset:
 def probe_risk(ds: xr.Dataset) -> xr.DataArray:
     """R_probe per step from the recorded instance risks R_i of each probe split.
 
-    Returns (step, probe). R_probe is the mean of R_i over the probe's instances, or their sum
-    when the record's `risk_reduction` attr is "sum" (geffect/SCHEMA.md, *Risk*).
+    Returns (step, probe). R_probe is the mean of R_i over the probe's instances, their sum
+    when the record's `risk_reduction` attr is "sum", or their `n_tokens`-weighted mean when
+    it is "token" (geffect/SCHEMA.md, *Risk*).
     """
     risk = ds["risk"]                                               # (step, instance)
     how = ds.attrs.get("risk_reduction", "mean")
-    if how not in ("mean", "sum"):
-        raise ValueError(f"risk_reduction must be 'mean' or 'sum', found {how!r}")
-    means = [getattr(risk.where(risk.split == p), how)("instance") for p in PROBES]
+    if how not in ("mean", "sum", "token"):
+        raise ValueError(f"risk_reduction must be 'mean', 'sum' or 'token', found {how!r}")
+    if how == "token":
+        w = ds["n_tokens"].astype(float)                            # (instance,)
+        means = [(risk * w).where(risk.split == p).sum("instance") / w.where(risk.split == p).sum()
+                 for p in PROBES]
+    else:
+        means = [getattr(risk.where(risk.split == p), how)("instance") for p in PROBES]
     return xr.concat(means, dim=xr.DataArray(list(PROBES), dims="probe", name="probe"))
 
 

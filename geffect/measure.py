@@ -12,6 +12,9 @@ both instance directions (see SCHEMA.md). Cost plan, reusing the training step's
    are contracted with grad L on the fly: <grad L, grad R_i> per instance and group.
 3. The stored objective rows are contracted with the grad R_probe of every probe at once:
    the point-wise <grad L(s), grad R_probe>. No per-instance gradient is ever formed.
+   Given each row's weight w_s in the loss (L = sum_s w_s L_s, L_s instance s's own
+   objective; the engine passes `Loss.weights`), the record stores the paper's PG-effect
+   <grad L_s, grad R_probe> = <grad L(s), grad R_probe> / w_s and the weights.
 """
 from __future__ import annotations
 
@@ -38,7 +41,9 @@ class Recorder:
             returns `.logits`).
         probes: probe name ("forget", "retain") -> fixed batch dict with `input_ids`,
             `attention_mask`, `labels` (HF-style, unshifted) and `instance_id`.
-        reduction: aggregate risk over a probe's instances, "mean" or "sum".
+        reduction: aggregate risk over a probe's instances: "mean" or "sum" of the R_i, or
+            "token" (sum of all answer-token NLLs / their number: HF's `outputs.loss` on the
+            probe batch, i.e. R_probe = sum_i n_i R_i / sum_i n_i).
         attrs: provenance for the record: `config` (dict or JSON str), `model`, `method`, ...
         probe_chunk: rows per probe forward/backward (None: the whole probe at once). The
             default 4 keeps the probe passes' activations below the training step's own, so
@@ -75,6 +80,7 @@ class Recorder:
         self._loss, self._ids, self._pointwise_ok = float("nan"), None, False
         self._gl_uses: dict = {}
         self._covered_cache: dict = {}
+        self._weights: list[float] | None = None
 
     @property
     def fallback_groups(self) -> list[str]:
@@ -114,7 +120,8 @@ class Recorder:
             call.b = b
         self._calls.append(call)
 
-    def backward(self, loss: Tensor | None, sample_ids: Sequence[str] | None = None) -> None:
+    def backward(self, loss: Tensor | None, sample_ids: Sequence[str] | None = None,
+                 weights: Sequence[float] | None = None) -> None:
         """Backpropagate the objective (into `.grad`, as a plain step) and keep its rows.
 
         Args:
@@ -122,6 +129,10 @@ class Recorder:
                 objective that owns its update); the point-wise G-effects are then NaN.
             sample_ids: one id per captured row, in forward-call order; rows sharing an id
                 form one objective instance. None: every row is its own instance.
+            weights: one weight w per captured row, the row's weight in `loss` relative to
+                its instance's own objective (L = sum_s w_s L_s; rows of one instance share
+                it). With weights the point-wise G-effects are the paper's <grad L_s, grad R>;
+                without, the contributions <grad L(s), grad R> (weight 1).
         """
         if self._cap is None:
             raise RuntimeError("Recorder.backward must run inside `with Recorder(...) as rec:`")
@@ -140,7 +151,11 @@ class Recorder:
             raise ValueError(f"sample_ids: expected one id per captured row, {rows} rows over "
                              f"{len(self._cap.forward_rows)} forward calls "
                              f"{self._cap.forward_rows}; found {len(sample_ids)} ids")
+        if weights is not None and len(weights) != len(sample_ids):
+            raise ValueError(f"weights: expected one weight per captured row ({len(sample_ids)}),"
+                             f" found {len(weights)}")
         self._ids = [str(s) for s in sample_ids]
+        self._weights = None if weights is None else [float(w) for w in weights]
 
     # ---- phase 2: probes and contractions ---------------------------------------------------
     def _covered(self, call: Call) -> list[tuple[str, nn.Parameter, int]]:
@@ -209,8 +224,12 @@ class Recorder:
 
         for p, batch in self.probes.items():
             labels = batch["labels"]
-            check_answers(labels, f"probe {p!r}")
+            counts = check_answers(labels, f"probe {p!r}")            # (N,) answer tokens
             n = labels.shape[0]
+            # backward of sum_i c_i R_i: token needs sum_i n_i R_i; the instance rows are
+            # divided by c_i again below, so they stay <grad L, grad R_i>
+            scale = (counts.to(self.params[0][1].dtype) if self.reduction == "token"
+                     else torch.ones(n, dtype=self.params[0][1].dtype))   # (N,)
             step = self.chunk or n
             buf: list[Tensor] | None = None
             gr_uses: dict = {}
@@ -225,7 +244,8 @@ class Recorder:
                                          attention_mask=batch["attention_mask"][sl])
                         r = row_risk(out.logits, labels[sl])       # (n,)
                         del out
-                        grads = torch.autograd.grad(r.sum(), [q for _, q in self.params],
+                        grads = torch.autograd.grad((r * scale[sl].to(r.dtype)).sum(),
+                                                    [q for _, q in self.params],
                                                     allow_unused=True)
                     self._cap.active = False
                     grads = [g if g is not None else torch.zeros_like(q)
@@ -236,16 +256,19 @@ class Recorder:
                         for acc, g in zip(buf, grads):
                             acc += g
                     del grads
+                    if self.reduction == "token":
+                        block /= scale[sl, None]                    # (n, G)
                     inst.append(block)
                     risks.append(r.detach())
             finally:
                 self._cap.active, self._probing = False, False
-            if self.reduction == "mean":
+            if self.reduction in ("mean", "token"):
+                norm = float(n if self.reduction == "mean" else counts.sum())
                 for acc in buf:
-                    acc.mul_(1.0 / n)
+                    acc.mul_(1.0 / norm)
                 for parts in gr_uses.values():
                     for v in parts.values():
-                        v.mul_(1.0 / n)
+                        v.mul_(1.0 / norm)
             grad_r = {id(q): acc for (_, q), acc in zip(self.params, buf)}
             ge.append(record.per_group(self, grad_l, grad_r, gr_uses))
             rsq.append(record.per_group(self, grad_r, grad_r, gr_uses))

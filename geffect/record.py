@@ -37,13 +37,26 @@ def per_group(rec, a: dict[int, Tensor], b: dict[int, Tensor], b_uses: dict | No
     return out
 
 
-def _samples(ids: list[str], pw: Tensor) -> tuple[list[str], np.ndarray]:
-    """Sum rows that share an id (in order of first appearance): (S, P, G)."""
+def _samples(ids: list[str], pw: Tensor, weights) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Sum rows that share an id (in order of first appearance) and divide by the instance's
+    weight: (S, P, G) PG-effects and (S,) weights (1 without weights)."""
     order = list(dict.fromkeys(ids))
     index = torch.tensor([order.index(i) for i in ids])              # (rows,)
     out = torch.zeros(len(order), *pw.shape[1:], dtype=pw.dtype)     # (S, P, G)
     out.index_add_(0, index, pw)
-    return order, out.numpy()
+    if weights is None:
+        return order, out.numpy(), np.ones(len(order))
+    w = np.full(len(order), np.nan)                                  # (S,)
+    for i, wi in zip(ids, weights):
+        s = order.index(i)
+        if not np.isnan(w[s]) and not np.isclose(w[s], wi, rtol=1e-12, atol=0):
+            raise ValueError(f"sample {i!r}: its rows carry different weights ({w[s]} and "
+                             f"{wi}); one instance needs one weight")
+        w[s] = wi
+    if (w == 0).any():
+        raise ValueError(f"samples {[order[s] for s in np.flatnonzero(w == 0)]} have weight "
+                         f"0: their own objective is not recoverable from the step's")
+    return order, out.numpy() / w[:, None, None], w
 
 
 def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
@@ -63,8 +76,9 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
                          f"{sorted({i for i in ids if ids.count(i) > 1})[:5]}")
     if pw is None:
         samples, pw_np = [""], np.full((1, len(probes), n_g), np.nan)       # (1, P, G)
+        weight = np.full(1, np.nan)
     else:
-        samples, pw_np = _samples(rec._ids, pw)
+        samples, pw_np, weight = _samples(rec._ids, pw, rec._weights)
     fallback = rec.fallback_groups
     measured = np.array(["functional" if g in fallback else "kernel"
                          for g in rec.table.names], dtype=object)
@@ -81,12 +95,15 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
                        or type(rec.model).__name__)
     attrs = make_attrs(config=a.pop("config", None), model=model_name,
                        method=a.pop("method", "unknown"), risk_reduction=rec.reduction,
-                       fallback_groups=fallback, **a)
+                       fallback_groups=fallback,
+                       pointwise=("contribution" if pw is None or rec._weights is None
+                                  else "instance_objective"), **a)
     return xr.Dataset(
         {"geffect": (("step", "probe", "group"), ge[None]),
          "geffect_instance": (("step", "instance", "group"), inst.numpy()[None]),
          "geffect_pointwise": (("step", "sample", "probe", "group"), pw_np[None]),
          "sample_id": (("step", "sample"), np.array([samples], dtype=object)),
+         "sample_weight": (("step", "sample"), weight[None]),
          "risk": (("step", "instance"), risk.numpy()[None]),
          "objective_loss": (("step",), np.array([rec._loss])),
          "grad_sq_norm": (("step", "group"),
@@ -95,14 +112,26 @@ def assemble(rec, step: int, grad_l, inst: Tensor, risk: Tensor, ge: np.ndarray,
         coords=coords, attrs=attrs)
 
 
-def _mean_nll_grad(rec, batch: Mapping, where: str) -> dict[int, Tensor]:
+def _mean_nll_grad(rec, batch: Mapping, where: str, weights: Tensor | None = None
+                   ) -> dict[int, Tensor]:
+    """Gradient of the mean row NLL, or of sum_b weights_b * NLL_b when weights are given."""
     check_answers(batch["labels"], where)
     with torch.enable_grad():
         out = rec.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        loss = row_risk(out.logits, batch["labels"]).mean()
+        r = row_risk(out.logits, batch["labels"])                    # (B,)
+        loss = r.mean() if weights is None else (r * weights.to(r.dtype)).sum()
         grads = torch.autograd.grad(loss, [p for _, p in rec.params], allow_unused=True)
     return {id(p): (g if g is not None else torch.zeros_like(p))
             for (_, p), g in zip(rec.params, grads)}
+
+
+def _group_weights(batches: Mapping, k: int) -> tuple[Tensor, Tensor]:
+    """Under loss_reduction "token", SGA weighs group g by n_g / N (its forget row's answer
+    tokens): g_f = grad sum_g w_g ell_g (the pooled forget NLL) and gbar = grad sum_g w_g
+    mean_k ell_gk, so grad L_SGA = -w_f g_f +- w_n (K-1) gbar as under row means."""
+    n = check_answers(batches["forget"]["labels"], "divergence forget").double()   # (B,)
+    w = n / n.sum()                                                  # (B,)
+    return w, w.repeat_interleave(k - 1) / (k - 1)                   # (B,), (B*(K-1),)
 
 
 def _sga_params(sga, n_f: int, n_n: int) -> tuple[int, str]:
@@ -127,8 +156,14 @@ def divergence(rec, step: int, grad_l, batches: Mapping, sga=None) -> xr.Dataset
                          f"{sorted(missing)}")
     k, conv = _sga_params(sga, len(batches["forget"]["input_ids"]),
                           len(batches["normal"]["input_ids"]))
-    g_f = _mean_nll_grad(rec, batches["forget"], "divergence forget")
-    g_n = _mean_nll_grad(rec, batches["normal"], "divergence normal")
+    get = sga.get if isinstance(sga, Mapping) else (lambda key, d=None: getattr(sga, key, d))
+    reduction = get("loss_reduction", "sequence") if sga is not None else "sequence"
+    if reduction not in ("token", "sequence"):
+        raise ValueError(f"divergence: loss_reduction must be 'token' or 'sequence', got "
+                         f"{reduction!r}")
+    w_f, w_n = _group_weights(batches, k) if reduction == "token" else (None, None)
+    g_f = _mean_nll_grad(rec, batches["forget"], "divergence forget", w_f)
+    g_n = _mean_nll_grad(rec, batches["normal"], "divergence normal", w_n)
     gff, gfn, gnn = (per_group(rec, x, y) for x, y in ((g_f, g_f), (g_f, g_n), (g_n, g_n)))
     gll = per_group(rec, grad_l, grad_l)                           # ||grad L_SGA||^2
     glf = per_group(rec, grad_l, g_f)                              # <grad L_SGA, g_f>
@@ -147,4 +182,4 @@ def divergence(rec, step: int, grad_l, batches: Mapping, sga=None) -> xr.Dataset
                 "group": ("group", np.array(rec.table.names, dtype=object)),
                 "split_a": ("split_a", np.array(GRAM_SPLITS, dtype=object)),
                 "split_b": ("split_b", np.array(GRAM_SPLITS, dtype=object))},
-        attrs={"sga_k": k, "r_star_convention": conv})
+        attrs={"sga_k": k, "r_star_convention": conv, "sga_loss_reduction": reduction})

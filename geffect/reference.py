@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .risk import row_risk
@@ -98,8 +99,16 @@ def _logits(model: nn.Module, batch: Mapping) -> Tensor:
 
 
 def risk_grad(model: nn.Module, batch: Mapping, reduction: str = "mean") -> dict[str, Tensor]:
-    """Gradient of the aggregate probe risk (mean or sum over instances of R_i), per use."""
+def risk_grad(model: nn.Module, batch: Mapping, reduction: str = "mean") -> dict[str, Tensor]:
+    """Gradient of the aggregate probe risk, per use: mean or sum over instances of R_i, or
+    "token": HF's causal-LM loss (`transformers.loss.loss_utils.ForCausalLMLoss`: one
+    cross-entropy "mean" over every answer token of the batch), here without its float32 upcast."""
     with split_uses(model):
+        if reduction == "token":
+            lg = _logits(model, batch)[:, :-1]                      # (N, T-1, V)
+            lb = batch["labels"][:, 1:]                             # (N, T-1)
+            return grad_of(model, F.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1),
+                                                  ignore_index=-100))
         r = row_risk(_logits(model, batch), batch["labels"])        # (N,)
         return grad_of(model, r.mean() if reduction == "mean" else r.sum())
 
@@ -109,6 +118,23 @@ def loss_grad(model: nn.Module, batches: Sequence[Mapping],
     """Gradient of the objective over its forward calls, per use."""
     with split_uses(model):
         return grad_of(model, loss_fn([_logits(model, b) for b in batches]))
+
+
+def instance_objective_geffects(model: nn.Module, table, losses: Sequence[Callable[[], Tensor]],
+                                directions: Sequence[Mapping[str, Tensor]]) -> Tensor:
+    """(S, D, G) the paper's PG-effects <grad L_s, direction_d>, one backward per instance.
+
+    Args:
+        losses: per objective instance s, a function that runs the model on that instance's
+            rows ALONE and returns its own objective L_s (e.g. GA on a batch of one row).
+        directions: fixed gradients (e.g. grad R_forget, grad R_retain).
+    """
+    rows = []
+    for loss_fn in losses:
+        with split_uses(model):
+            g = grad_of(model, loss_fn())
+        rows.append(torch.stack([per_group(table, model, g, d) for d in directions]))
+    return torch.stack(rows)                                        # (S, D, G)
 
 
 def instance_geffects(model: nn.Module, table, batch: Mapping,

@@ -24,16 +24,23 @@ COMPONENTS = ("embed", "attn", "mlp", "norm", "lm_head", "other")
 BANDS = ("embed", "shallow", "middle", "deep", "lm")
 PROBES = ("forget", "retain")
 GRAM_SPLITS = ("forget", "normal")
-REDUCTIONS = ("mean", "sum")
+REDUCTIONS = ("mean", "sum", "token")
 CONVENTIONS = ("gls", "split")
 
 DEFINITIONS = {
-    "geffect": "<grad L, grad R_probe> restricted to the group; R_probe = mean (or sum, see "
-               "risk_reduction) over the probe split's instances of R_i",
+    "geffect": "<grad L, grad R_probe> restricted to the group; R_probe = mean or sum over the "
+               "probe split's instances of R_i, or (risk_reduction 'token') sum_i n_i R_i / "
+               "sum_i n_i, HF's outputs.loss on the probe batch",
     "geffect_instance": "<grad L, grad R_i> restricted to the group, for probe instance i",
-    "geffect_pointwise": "<grad L(s), grad R_probe> restricted to the group; grad L(s) is the "
-                         "part of grad L that flows through objective instance s's rows; "
-                         "summing over sample gives geffect (NaN where no objective backward)",
+    "geffect_pointwise": "the PG-effect <grad L_s, grad R_probe> restricted to the group, L_s "
+                         "objective instance s's own objective (Wang et al. 2025), with "
+                         "L = sum_s sample_weight_s L_s: (geffect_pointwise * sample_weight)"
+                         ".sum('sample') == geffect. grad L_s = grad L(s) / sample_weight_s, "
+                         "grad L(s) the part of grad L that flows through instance s's rows; "
+                         "sample_weight 1 (the contribution itself) when the objective gave "
+                         "no weights; NaN where no objective backward",
+    "sample_weight": "w_s, objective instance s's weight in the step's loss L = sum_s w_s L_s "
+                     "(1/B, or n_s/N under loss_reduction 'token'; 1 when not given)",
     "sample_id": "instance_id of objective instance s at that step ('' for padding)",
     "risk": "R_i, mean token NLL of probe instance i over its answer tokens (HF shift)",
     "objective_loss": "value of the objective L at the step (NaN if not given)",

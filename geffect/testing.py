@@ -80,13 +80,15 @@ def fake_record(seed: int = 0, n_steps: int = 5, n_layers: int = 4, n_instances:
          "geffect_instance": (("step", "instance", "group"), inst),
          "geffect_pointwise": (("step", "sample", "probe", "group"), pw),
          "sample_id": (("step", "sample"), sample_id),
+         "sample_weight": (("step", "sample"), np.ones((n_steps, n_samples))),  # contributions
          "risk": (("step", "instance"), risk),
          "objective_loss": (("step",), -risk[:, is_forget].mean(1)),
          "grad_sq_norm": (("step", "group"), gsq),
          "risk_grad_sq_norm": (("step", "probe", "group"), rsq)},
         coords=coords,
         attrs=make_attrs(config={"method": method, "seed": seed, "fake": True},
-                         model="fake-llama", method=method, risk_reduction="mean"))
+                         model="fake-llama", method=method, risk_reduction="mean",
+                         pointwise="contribution"))
     if with_divergence:
         ds = ds.merge(_fake_divergence(rng, n_steps, n_g), combine_attrs="override")
         ds.attrs.update(sga_k=4, sga_r=0.5, r_star_convention="gls")

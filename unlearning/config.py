@@ -69,6 +69,9 @@ class RunConfig:
             file or a retain model directory).
         seed: seed of the model initialisation (tiny models), batches and sampling.
         dtype: parameter dtype: float32, float64, bfloat16 or float16.
+        loss_reduction: how every objective averages token losses over a batch: token (pool
+            the batch's answer tokens, as HF's outputs.loss, TOFU and open-unlearning) or
+            sequence (mean over rows of each row's mean token loss).
         report_to: trackers that get live scalar curves, comma-separated: tensorboard,
             wandb, mlflow, trackio (default: none; geffect.nc stays the full record).
     """
@@ -107,6 +110,7 @@ class RunConfig:
     seed: int = 0
     dtype: str = "float32"
     report_to: str | None = None
+    loss_reduction: str = "token"
 
     def __post_init__(self):
         validate(self)
@@ -186,6 +190,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("schedule", cfg.schedule, SCHEDULES)
     _choice("dtype", cfg.dtype, DTYPES)
+    _choice("loss_reduction", cfg.loss_reduction, ("token", "sequence"))
     _choice("normal_strategy", cfg.normal_strategy, NORMAL_STRATEGIES)
     _choice("benchmark", cfg.benchmark, ("tofu", "muse_news", "hp"))
     _choice("method", cfg.method, sorted(REGISTRY))

@@ -43,6 +43,9 @@ from .rundir import finished, prepare, run_lock, stop_on_signal
 from .tasks import build_task
 
 
+RISK = {"token": "token", "sequence": "mean"}    # the G-effect risk reduced like the loss
+
+
 class DivergedError(RuntimeError):
     """A non-finite (or too large) loss or gradient; the update was not applied and the
     last good state is saved."""
@@ -52,8 +55,10 @@ class Interrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM: the run stopped after a step, with a checkpoint the records agree with."""
 
 
-def split_outputs(model, batch: dict, hidden_layers=(), ref=None) -> SplitOutputs:
-    """One forward (and one reference forward); logits shifted to align with labels."""
+def split_outputs(model, batch: dict, hidden_layers=(), ref=None,
+                  reduction: str = "token") -> SplitOutputs:
+    """One forward (and one reference forward); logits shifted to align with labels.
+    `reduction` is the run's `loss_reduction`, carried to the objective."""
     def forward(m):
         out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 output_hidden_states=bool(hidden_layers))
@@ -65,7 +70,19 @@ def split_outputs(model, batch: dict, hidden_layers=(), ref=None) -> SplitOutput
     if ref is not None:
         with torch.no_grad():
             ref_logits, ref_hidden = forward(ref)
-    return SplitOutputs.shifted(logits, batch["labels"], ref_logits, hidden=hidden, ref_hidden=ref_hidden)
+    return SplitOutputs.shifted(logits, batch["labels"], ref_logits, hidden=hidden,
+                                ref_hidden=ref_hidden, reduction=reduction)
+
+
+def sample_weights(objective, losses) -> list[float] | None:
+    """Each forward row's weight in the step's loss (micro-batches averaged), in forward order;
+    None when the objective gives no per-row decomposition for some split."""
+    out: list[float] = []
+    for loss in losses:
+        if any(s not in loss.weights for s in objective.splits):
+            return None
+        out += [float(w) / len(losses) for s in objective.splits for w in loss.weights[s]]
+    return out
 
 
 def sample_ids(objective, batches: dict) -> list[str]:
@@ -252,12 +269,14 @@ def train_step(s: Setup, step: int) -> tuple[xr.Dataset, xr.Dataset | None]:
     measure = cfg.geffect_every and step % cfg.geffect_every == 0
     micro = [s.task.batch(step * cfg.grad_accum + m, cfg.batch_size, objective.splits, cfg.seed)
              for m in range(cfg.grad_accum)]
-    recorder = geffect.Recorder(model, probes=s.probes) if measure else contextlib.nullcontext()
+    recorder = (geffect.Recorder(model, probes=s.probes, reduction=RISK[cfg.loss_reduction])
+                if measure else contextlib.nullcontext())
     gds = None
     with recorder as rec:
         losses = []
         for batches in micro:
-            outs = {sp: split_outputs(model, batches[sp], s.hidden_layers, s.ref) for sp in objective.splits}
+            outs = {sp: split_outputs(model, batches[sp], s.hidden_layers, s.ref, cfg.loss_reduction)
+                    for sp in objective.splits}
             loss = objective(outs)
             _check_loss(s, step, loss)
             if not losses:
@@ -271,17 +290,20 @@ def train_step(s: Setup, step: int) -> tuple[xr.Dataset, xr.Dataset | None]:
                 objective.backward(total, params)
                 rec.backward(None)
             else:
-                rec.backward(total.total, sample_ids=[i for b in micro for i in sample_ids(objective, b)])
+                rec.backward(total.total, sample_ids=[i for b in micro for i in sample_ids(objective, b)],
+                             weights=sample_weights(objective, losses))
             div = ({"forget": micro[0]["forget"], "normal": micro[0]["normal"]}
                    if "normal" in objective.splits else None)
-            gds = rec.measure(step=step, divergence=div, sga=objective if div else None)
+            sga = ({"k": objective.k, "convention": objective.convention,
+                    "loss_reduction": cfg.loss_reduction} if div else None)
+            gds = rec.measure(step=step, divergence=div, sga=sga)
     loss = _mean_loss(losses)
     grad_norm = clipped_grad_norm(params, cfg.max_grad_norm)
     if not math.isfinite(grad_norm):
         _diverged(s, step, f"the gradient norm is {grad_norm} (loss {_num(loss.total):.6g} is finite)")
     lr = s.sched.get_last_lr()[0]
     if hasattr(objective, "learning_rate"):
-        lr = objective.learning_rate(step, lr, lambda eta: _loss_at(model, params, objective, micro[0], s.hidden_layers, s.ref, eta))
+        lr = objective.learning_rate(step, lr, lambda eta: _loss_at(model, params, objective, micro[0], s.hidden_layers, s.ref, eta, cfg.loss_reduction))
         for g in s.opt.param_groups:
             g["lr"] = lr
     nll_f, nll_r = monitor_nlls(model, s.task, cfg, step, loss, seen, monitoring(cfg, step, measure))
@@ -317,14 +339,16 @@ def _backward(objective, loss, params, accum: int) -> None:
 
 
 @torch.no_grad()
-def _loss_at(model, params, objective, batches, hidden_layers, ref, eta: float) -> float:
+def _loss_at(model, params, objective, batches, hidden_layers, ref, eta: float,
+             reduction: str = "token") -> float:
     """The objective's loss after theta <- theta - eta * grad; parameters restored after."""
     saved = [p.detach().clone() for p in params]
     try:
         for p in params:
             if p.grad is not None:
                 p.sub_(eta * p.grad)
-        outs = {s: split_outputs(model, batches[s], hidden_layers, ref) for s in objective.splits}
+        outs = {s: split_outputs(model, batches[s], hidden_layers, ref, reduction)
+                for s in objective.splits}
         return float(objective(outs).total)
     finally:
         for p, s in zip(params, saved):

@@ -63,6 +63,10 @@ def test_probe_risk_mean_and_sum(rec):
     np.testing.assert_allclose(risk.sel(probe="retain").values, rec.risk.values[:, ~f].mean(1))
     summed = reduce.probe_risk(rec.assign_attrs(risk_reduction="sum"))
     np.testing.assert_allclose(summed.sel(probe="forget").values, rec.risk.values[:, f].sum(1))
+    pooled = reduce.probe_risk(rec.assign_attrs(risk_reduction="token"))
+    n = rec.n_tokens.values[f].astype(float)
+    np.testing.assert_allclose(pooled.sel(probe="forget").values,
+                               (rec.risk.values[:, f] * n).sum(1) / n.sum())
 
 
 def test_geffect_is_instance_mean_in_fakes(rec):

@@ -69,8 +69,9 @@ def test_tofu_numbers_match_a_slow_loop(model, tok, tofu_ds):
     pert = np.array([nll(a) for a in r["perturbed_answer"]])
     assert ds.nll.values[0, 0] == pytest.approx(gt, abs=1e-9)
     assert ds.probability.values[0, 0] == pytest.approx(np.exp(-gt), rel=1e-9)
-    assert ds.truth_ratio.values[0, 0] == pytest.approx(np.exp(-pert).mean() / np.exp(-para),
-                                                        rel=1e-9)
+    # geometric truth ratio (TOFU aggregate_eval_stat.py L63-71): exp(nll_para - mean nll_pert)
+    assert ds.truth_ratio.values[0, 0] == pytest.approx(np.exp(para - pert.mean()), rel=1e-9)
+    assert ds.attrs["truth_ratio_mean"] == "geometric"
     assert ds.truth_ratio_gm.values[0, 0] == pytest.approx(np.exp(pert.mean() - para), rel=1e-9)
     wf = load_split("tofu", "world_facts_perturbed")[1]
     nll = lambda a: slow_nll(model, encode_qa(tok, wf["question"], a, max_length=512))
@@ -79,7 +80,8 @@ def test_tofu_numbers_match_a_slow_loop(model, tok, tofu_ds):
     assert ds.split.values[i] == "world_facts"
     assert ds.probability.values[0, i] == pytest.approx(p[0] / p.sum(), rel=1e-9)
     # no paraphrase on world facts: the gold answer stands in for it
-    assert ds.truth_ratio.values[0, i] == pytest.approx(p[1:].mean() / p[0], rel=1e-9)
+    assert ds.truth_ratio.values[0, i] == pytest.approx(np.exp(np.log(p[1:]).mean()) / p[0],
+                                                        rel=1e-9)
 
 
 def test_tofu_summary_is_the_documented_aggregate(tofu_ds):
@@ -96,7 +98,7 @@ def test_tofu_summary_is_the_documented_aggregate(tofu_ds):
                            "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio")]
     expected = 0.0 if min(nine) == 0 else hmean(nine)
     assert s("model_utility") == pytest.approx(expected)
-    assert s("privleak") == pytest.approx((s("mia_min_k") - 0.5) / 0.5 * 100)
+    assert s("privleak") == pytest.approx(((1 - s("mia_min_k")) - 0.5) / 0.5 * 100)
 
 
 def test_forget_quality_is_one_against_itself_from_array_npy_json(model, tok, tmp_path):
@@ -114,7 +116,7 @@ def test_forget_quality_is_one_against_itself_from_array_npy_json(model, tok, tm
 
 def test_muse_news_runs_and_mia_matches_slow_loop(model, tok):
     model.train()
-    ds = evaluate(model, tok, "muse_news", max_length=48, **FAST)
+    ds = evaluate(model, tok, "muse_news", max_length=48, mia_max_length=48, **FAST)
     assert model.training                                             # mode restored
     model.eval()
     assert sorted(set(ds.split.values)) == sorted(
@@ -124,17 +126,39 @@ def test_muse_news_runs_and_mia_matches_slow_loop(model, tok):
     for m in ("forget_verbmem_ROUGE", "forget_knowmem_ROUGE", "retain_knowmem_ROUGE",
               "mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "extraction_strength"):
         assert 0 <= s(m) <= 1, m
-    assert s("privleak") == pytest.approx((s("mia_min_k") - 0.5) / 0.5 * 100)
+    assert s("privleak") == pytest.approx(((1 - s("mia_min_k")) - 0.5) / 0.5 * 100)
     assert s("retain_PPL") > 1
     assert "muse_retain_corpus" in json.loads(ds.attrs["notes"])
     rec = load_split("muse_news", "privleak_forget")[0]
     rows, ids, _ = text_rows(tok, [rec], max_length=48)
-    ref = slow_row_scores(model, rows[0])
+    ref = {key: v[:-1] for key, v in slow_row_scores(model, rows[0]).items()}  # no final label
     k = max(1, int(0.4 * len(ref["logprob"])))
     i = list(ds.instance_id.values).index(ids[0])
     assert ds.mia_min_k.values[0, i] == pytest.approx(-np.sort(ref["logprob"])[:k].mean(), rel=1e-9)
-    z = (ref["logprob"] - ref["mu"]) / ref["sigma"]
+    z = (ref["logprob"] - ref["mu"]) / np.sqrt(np.maximum(ref["sigma"] ** 2, 1e-6))
     assert ds.mia_min_k_plus_plus.values[0, i] == pytest.approx(-np.sort(z)[:k].mean(), rel=1e-9)
+
+
+def test_muse_mia_scores_the_whole_article_up_to_2048_tokens(tok):
+    """MUSE scores the full article, open-unlearning its first 2,048 tokens; a 256-token window
+    scored ~14% of a MUSE-News article. Here every article's first min(len, 2048) tokens count."""
+    model = tiny_model("tiny-llama", seed=0, dtype=torch.float64)
+    model.config.max_position_embeddings = 4096                    # rotary: no table to grow
+    ds = evaluate(model, tok, "muse_news", max_length=32, max_instances=1, max_new_tokens=2,
+                  batch_size=2, progress=False)
+    recs = load_split("muse_news", "privleak_forget")[:1]
+    f = ds.where(ds.split == "privleak_forget", drop=True)
+    for j, rec in enumerate(recs):
+        n_all = len(tok(rec["text"]).input_ids)
+        assert n_all > 256
+        assert int(f.n_tokens.values[j]) == min(n_all, 2048) - 1     # every token but the first
+        rows, _, _ = text_rows(tok, [rec], max_length=2048)
+        ref = slow_row_scores(model, rows[0])
+        assert len(ref["logprob"]) == min(n_all, 2048) - 1
+        lp = ref["logprob"][:-1]                                     # open-unlearning drops one
+        k = max(1, int(0.4 * len(lp)))
+        assert f.mia_min_k.values[0, j] == pytest.approx(-np.sort(lp)[:k].mean(), rel=1e-9)
+        assert f.nll.values[0, j] == pytest.approx(-ref["logprob"].mean(), rel=1e-9)
 
 
 def test_hp_runs_with_windows_and_corpus_perplexity(model, tok):

@@ -44,6 +44,20 @@ def test_batch_size_and_padding_do_not_change_scores(lengths, batch_size):
     np.testing.assert_array_equal(a.mask, b.mask)
 
 
+def test_token_budget_splits_batches_without_changing_scores():
+    from unlearning.evaluation.scoring import _token_batches
+
+    model, tok = tiny_model("tiny-gpt2", seed=2, dtype=torch.float64), tiny_tokenizer()
+    rows = [encode_text(tok, "abcdefghij" * 5, max_length=n) for n in (40, 30, 12, 10, 9)]
+    order = np.argsort([-len(r["input_ids"]) for r in rows], kind="stable")
+    # budget 64: 40-token rows go alone (64 // 40 = 1), 30 -> 2 rows, 10 -> up to 6 (cap 4)
+    sizes = [len(b) for b in _token_batches(rows, order, 4, 64)]
+    assert sizes == [1, 2, 2] and sum(sizes) == len(rows)
+    a = score_rows(model, tok, rows, batch_size=4, max_batch_tokens=64, progress=False)
+    b = score_rows(model, tok, rows, batch_size=1, progress=False)
+    np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-10)
+
+
 def test_score_qa_labels_only_answer_tokens(tok):
     model = tiny_model("tiny-llama", dtype=torch.float64)
     sc = score_qa(model, tok, [("Hi?", "yes")], progress=False)

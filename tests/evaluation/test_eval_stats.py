@@ -5,6 +5,7 @@ from rouge_score import rouge_scorer
 from scipy.stats import hmean, ks_2samp
 
 from unlearning.evaluation import stats
+from unlearning.evaluation.scoring import TokenScores
 
 
 def test_ks_p_value_is_one_for_identical_samples():
@@ -55,7 +56,7 @@ def test_truth_ratio_two_example_table():
     para = np.array([np.log(2.0), np.log(4.0)])                 # p_para = 1/2, 1/4
     pert = np.array([[np.log(4.0), np.log(8.0)],                # p_pert = 1/4, 1/8
                      [np.log(2.0), np.log(2.0)]])               # p_pert = 1/2, 1/2
-    r = stats.truth_ratio(para, pert)
+    r = stats.truth_ratio(para, pert, mean="arithmetic")
     # row 0: mean(1/4, 1/8) / (1/2) = (3/16) * 2 = 3/8; row 1: (1/2) / (1/4) = 2
     np.testing.assert_allclose(r, [3 / 8, 2.0])
     # forget form: mean(min(R, 1/R)) = (3/8 + 1/2) / 2
@@ -65,6 +66,27 @@ def test_truth_ratio_two_example_table():
     # geometric (TOFU code) form: exp(mean nll_pert - nll_para)
     # row 0: exp((log4 + log8)/2 - log2) = sqrt(32)/2 = 2*sqrt(2); row 1: exp(log2 - log4) = 1/2
     np.testing.assert_allclose(stats.truth_ratio_gm(para, pert), [2 * np.sqrt(2), 0.5])
+
+
+def test_truth_ratio_geometric_is_the_default_and_matches_tofu_code():
+    """TOFU aggregate_eval_stat.py L63-71: curr_stat_1 = exp(mean_j pert_loss - para_loss);
+    forget: mean(min(c, 1/c)); others: mean(max(0, 1 - 1/c)). open-unlearning: wrong_prob /
+    correct_prob with wrong avg_loss averaged over the perturbed answers."""
+    para = np.array([np.log(2.0), np.log(4.0)])                 # p_para = 1/2, 1/4
+    pert = np.array([[np.log(4.0), np.log(8.0)],                # p_pert = 1/4, 1/8
+                     [np.log(2.0), np.log(2.0)]])               # p_pert = 1/2, 1/2
+    r = stats.truth_ratio(para, pert)
+    # row 0: geomean(1/4, 1/8) / (1/2) = 2 / sqrt(32) = 1/(2 sqrt 2); row 1: (1/2) / (1/4) = 2
+    np.testing.assert_allclose(r, [1 / (2 * np.sqrt(2)), 2.0])
+    c = np.exp(pert.mean(-1) - para)                            # TOFU's curr_stat_1
+    np.testing.assert_allclose(r, 1 / c)
+    assert stats.truth_ratio_forget(r) == pytest.approx(np.mean(np.minimum(c, 1 / c)))
+    assert stats.truth_ratio_utility(r) == pytest.approx(np.mean(np.maximum(0, 1 - 1 / c)))
+    # open-unlearning's form with its 1e-10: within 1e-9
+    wrong, correct = np.exp(-pert.mean(-1)), np.exp(-para)
+    np.testing.assert_allclose(r, wrong / (correct + 1e-10), rtol=1e-8)
+    with pytest.raises(ValueError, match="geometric.*arithmetic"):
+        stats.truth_ratio(para, pert, mean="harmonic")
 
 
 def test_normalised_option_prob():
@@ -78,9 +100,12 @@ def test_extraction_strength_and_exact_memorization_by_hand():
     top1 = np.array([[1, 1, 1, 1, 0],      # all 4 real tokens predicted: k*=0 -> ES 1
                      [0, 1, 1, 1, 0],      # suffix from 1 predicted: k*=1 -> 1 - 1/4
                      [1, 1, 0, 1, 1],      # 5 tokens, suffix from 3: k*=3 -> 1 - 3/5
-                     [1, 1, 1, 0, 0]], bool)  # last real token (of 4) wrong: no k -> 0
+                     [1, 1, 1, 0, 0]], bool)  # last real token (of 4) wrong: no k
     mask = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], bool)
-    np.testing.assert_allclose(stats.extraction_strength(top1, mask), [1.0, 0.75, 0.4, 0.0])
+    # no k: open-unlearning's loop ends at k = L - 1 -> 1/L = 1/4; the paper's reading gives 0
+    np.testing.assert_allclose(stats.extraction_strength(top1, mask), [1.0, 0.75, 0.4, 0.25])
+    np.testing.assert_allclose(stats.extraction_strength(top1, mask, no_match="paper"),
+                               [1.0, 0.75, 0.4, 0.0])
     np.testing.assert_allclose(stats.exact_memorization(top1, mask), [1.0, 0.75, 0.8, 0.75])
 
 
@@ -92,5 +117,24 @@ def test_extraction_strength_against_slow_loop():
         mask = np.arange(width) < n
         top1 = (rng.random(width) < 0.7) & mask
         k = next((k for k in range(n) if top1[k:n].all()), n)
-        es = stats.extraction_strength(top1[None], mask[None])[0]
+        es = stats.extraction_strength(top1[None], mask[None], no_match="paper")[0]
         assert es == pytest.approx(1 - k / n)
+        # open-unlearning memorization.py: `for k in range(valid_len): if equal: break`
+        for k_ref in range(n):
+            if top1[k_ref:n].all():
+                break
+        assert stats.extraction_strength(top1[None], mask[None])[0] == pytest.approx(1 - k_ref / n)
+
+
+def test_extraction_strength_is_one_for_a_memorised_answer_whose_eos_is_not_the_argmax():
+    """Every answer token is the argmax but the final EOS is not: open-unlearning leaves the
+    EOS out (`tokenwise_vocab_logprobs`, "-1 to ignore eos prediction") and scores 1.0; with
+    the EOS the old definition scored 0 and EM 5/6."""
+    top1 = np.array([[1, 1, 1, 1, 1, 0, 0]], bool)              # 6 labels, the last is EOS
+    mask = np.array([[1, 1, 1, 1, 1, 1, 0]], bool)
+    zeros = np.zeros(top1.shape)
+    sc = TokenScores(zeros, zeros, zeros, top1, mask).without_last()
+    assert sc.mask.sum() == 5
+    assert stats.extraction_strength(sc.top1, sc.mask)[0] == 1.0
+    assert stats.exact_memorization(sc.top1, sc.mask)[0] == 1.0
+    assert stats.extraction_strength(top1, mask, no_match="paper")[0] == 0.0

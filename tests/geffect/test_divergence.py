@@ -46,18 +46,20 @@ def test_r_star_degenerate_and_arrays():
         r_star(1.0, 0.0, 1.0, 4, "bogus")
 
 
-def _sga_step(model, obj, bf, bn, probes):
+def _sga_step(model, obj, bf, bn, probes, reduction="sequence"):
     k = obj.k
     ids = list(bf["instance_id"]) + [bf["instance_id"][j // (k - 1)]
                                      for j in range(bn["input_ids"].shape[0])]
     with Recorder(model, probes) as rec:
         outs = {s: model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
                 for s, b in (("forget", bf), ("normal", bn))}
-        split = {s: SplitOutputs(logits=o.logits[:, :-1], labels=b["labels"][:, 1:])
+        split = {s: SplitOutputs(logits=o.logits[:, :-1], labels=b["labels"][:, 1:],
+                                 reduction=reduction)
                  for (s, o), b in zip(outs.items(), (bf, bn))}
         loss = obj(split).total
         rec.backward(loss, sample_ids=ids)
-        ds = rec.measure(step=0, divergence={"forget": bf, "normal": bn}, sga=obj)
+        sga = {"k": obj.k, "convention": obj.convention, "loss_reduction": reduction}
+        ds = rec.measure(step=0, divergence={"forget": bf, "normal": bn}, sga=sga)
     return ds, rec.table
 
 
@@ -109,3 +111,35 @@ def test_recorded_divergence_of_a_real_sga_step(convention, r):
     best = minimize_scalar(grad_norm2, bracket=(-3, 3), tol=1e-10)
     assert ds.r_star.item() == pytest.approx(best.x, rel=1e-5, abs=1e-7)
     assert grad_norm2(r) == pytest.approx(float(ds.grad_sq_norm.sum()), rel=1e-10)
+
+
+def test_recorded_divergence_under_token_loss_reduction():
+    """loss_reduction "token": SGA weighs group g by n_g / N; the recorded g_f is the pooled
+    forget NLL's gradient and r* still minimises the actual SGA gradient norm."""
+    model = tiny_model("tiny-gpt2", seed=2, dtype=torch.float64)
+    k, convention = 3, "gls"
+    bf, bn = make_batch(2, seed=11, prefix="f"), make_batch(4, seed=12, prefix="n")
+    probes = {"forget": make_batch(2, seed=13, prefix="pf")}
+    obj = build("sga", r=0.4, k=k, convention=convention)
+    ds, table = _sga_step(model, obj, bf, bn, probes, reduction="token")
+    assert ds.attrs["sga_loss_reduction"] == "token"
+    g_f = reference.risk_grad(model, bf, "token")                   # pooled forget NLL
+    gff = reference.per_group(table, model, g_f, g_f).numpy()
+    np.testing.assert_allclose(ds.gram.sel(split_a="forget", split_b="forget").values[0], gff,
+                               rtol=1e-10, atol=1e-14)
+    n = (bf["labels"][:, 1:] != -100).sum(-1).double()
+    w = n / n.sum()                                                 # (2,) group weights
+
+    def grad_norm2(rate):
+        w_f, w_n = 1 - rate + rate / k, rate / k
+        lf = row_risk(model(input_ids=bf["input_ids"],
+                            attention_mask=bf["attention_mask"]).logits, bf["labels"])
+        ln = row_risk(model(input_ids=bn["input_ids"],
+                            attention_mask=bn["attention_mask"]).logits, bn["labels"])
+        loss = (w * (-w_f * lf - w_n * ln.view(2, k - 1).sum(1))).sum()
+        g = reference.grad_of(model, loss)
+        return float(sum((v * v).sum() for v in g.values()))
+
+    assert grad_norm2(0.4) == pytest.approx(float(ds.grad_sq_norm.sum()), rel=1e-10)
+    best = minimize_scalar(grad_norm2, bracket=(-3, 3), tol=1e-10)
+    assert ds.r_star.item() == pytest.approx(best.x, rel=1e-5, abs=1e-7)

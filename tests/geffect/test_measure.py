@@ -46,7 +46,7 @@ def _setup(name, seed=0):
     return model, probes, b1, b2
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "token"])
 @pytest.mark.parametrize("name", MODELS)
 def test_hooks_match_reference_loop(name, reduction):
     model, probes, b1, b2 = _setup(name)

@@ -5,6 +5,10 @@ whose `logprobs` are exactly those numbers: a 2-token vocabulary with logits
 (log p, log(1 - p)) and label 0 has log_softmax = (log p, log(1 - p)). `forward(model, batch)`
 is the engine's own `split_outputs` (logits shifted by one, labels[:, 1:], full-length
 hidden states), so the objective tests see exactly what training sees.
+
+Both default to `reduction="sequence"` (row means, the definition the hand-computed values
+of the original tests were written for); `test_obj_reduction.py` checks the `token` default
+of the engine against HF's pooled loss.
 """
 from __future__ import annotations
 
@@ -33,11 +37,12 @@ def _logits(rows, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return logits, labels
 
 
-def table_outputs(rows, ref_rows=None, dtype=torch.float64) -> SplitOutputs:
+def table_outputs(rows, ref_rows=None, dtype=torch.float64, reduction="sequence") -> SplitOutputs:
     """SplitOutputs with leaf logits (requires_grad) whose logprobs are the table's numbers."""
     logits, labels = _logits(rows, dtype)
     ref = None if ref_rows is None else _logits(ref_rows, dtype)[0]
-    return SplitOutputs(logits=logits.requires_grad_(), labels=labels, ref_logits=ref)
+    return SplitOutputs(logits=logits.requires_grad_(), labels=labels, ref_logits=ref,
+                        reduction=reduction)
 
 
 def make_batch(tok, pairs) -> dict:
@@ -46,12 +51,12 @@ def make_batch(tok, pairs) -> dict:
     return collate(rows, tok)
 
 
-def forward(model, batch, hidden_layers=(), ref=None) -> SplitOutputs:
+def forward(model, batch, hidden_layers=(), ref=None, reduction="sequence") -> SplitOutputs:
     """One forward exactly as the engine does it (its own function): logits[:, :-1] predict
     labels[:, 1:]."""
     from unlearning.engine import split_outputs
 
-    return split_outputs(model, batch, hidden_layers, ref)
+    return split_outputs(model, batch, hidden_layers, ref, reduction)
 
 
 def grads(loss, params) -> list[torch.Tensor]:

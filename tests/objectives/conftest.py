@@ -34,11 +34,12 @@ def tiny():
 
 @pytest.fixture
 def outputs(batches):
-    """outputs(objective, model, ref=None) -> the engine's per-split outputs for `objective`."""
+    """outputs(objective, model, ref=None, reduction="sequence") -> the engine's per-split
+    outputs for `objective`."""
 
-    def make(objective, model, ref=None):
+    def make(objective, model, ref=None, reduction="sequence"):
         layers = tuple(getattr(objective, "hidden_layers", ()))
         use_ref = ref if objective.needs_ref else None
-        return {s: forward(model, batches[s], layers, use_ref) for s in objective.splits}
+        return {s: forward(model, batches[s], layers, use_ref, reduction) for s in objective.splits}
 
     return make

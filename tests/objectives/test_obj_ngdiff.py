@@ -91,6 +91,9 @@ def test_gen_rate_matches_the_hand_computed_parabola():
     assert gen_rate(eta, 3.0, 2.0, 2.0) is None                             # concave
     assert gen_rate(eta, 3.0, 3.0, 3.0) is None                             # flat
     assert gen_rate(eta, 3.0, float("nan"), 3.5) is None
+    # opens upwards but the loss RISES along the step (minimum at a negative rate): GeN's
+    # lr_parabola rejects it (`Gg > 0` fails); the old code clamped it to lr_min
+    assert gen_rate(eta, 3.0, 2.9125, 3.1125) is None
 
 
 def test_learning_rate_every_phi_steps_clipped_and_with_fallback():
@@ -100,7 +103,8 @@ def test_learning_rate_every_phi_steps_clipped_and_with_fallback():
         calls.append(eta)
         return parabola(eta)
 
-    ng = build("ngdiff", phi=3, lr_min=1e-3, lr_max=1.0)
+    plain = dict(smooth=0.0, max_change=float("inf"))     # the bare parabola step
+    ng = build("ngdiff", phi=3, lr_min=1e-3, lr_max=1.0, **plain)
     assert ng.learning_rate(0, 0.05, loss_at) == pytest.approx(0.2, rel=1e-12)
     assert sorted(calls) == pytest.approx([-0.05, 0.0, 0.05])
     calls.clear()
@@ -109,10 +113,12 @@ def test_learning_rate_every_phi_steps_clipped_and_with_fallback():
     assert calls == []
     assert ng.learning_rate(3, 0.05, loss_at) == pytest.approx(0.2)   # probed at 0.2 now
     assert sorted(calls) == pytest.approx([-0.2, 0.0, 0.2])
-    capped = build("ngdiff", phi=1, lr_min=1e-3, lr_max=0.1)
+    capped = build("ngdiff", phi=1, lr_min=1e-3, lr_max=0.1, **plain)
     assert capped.learning_rate(0, 0.05, parabola) == pytest.approx(0.1)
-    floor = build("ngdiff", phi=1, lr_min=1e-3, lr_max=1.0)
-    assert floor.learning_rate(0, 0.05, lambda e: 3.0 + 2.0 * e + 5 * e ** 2) == pytest.approx(1e-3)
+    # a fit whose minimum lies behind (negative rate) is rejected and the rate kept (issue 11:
+    # the old code clamped it to lr_min)
+    wrong = build("ngdiff", phi=1, lr_min=1e-3, lr_max=1.0)
+    assert wrong.learning_rate(0, 0.05, lambda e: 3.0 + 2.0 * e + 5 * e ** 2) == 0.05
     concave = build("ngdiff", phi=1)
     assert concave.learning_rate(0, 0.05, lambda e: 3.0 - e ** 2) == 0.05  # previous rate kept
     fixed = build("ngdiff", adaptive=False)
@@ -137,10 +143,25 @@ def test_gen_on_a_quadratic_is_the_exact_line_search_step():
         x.copy_(saved)
         return value
 
-    ng = build("ngdiff", phi=1, lr_min=1e-6, lr_max=10.0)
+    ng = build("ngdiff", phi=1, lr_min=1e-6, lr_max=10.0, smooth=0.0, max_change=float("inf"))
     eta = ng.learning_rate(0, 0.01, loss_at)
     assert eta == pytest.approx(1 / 3, rel=1e-10)
     assert loss_at(eta) < loss_at(0.9 * eta) and loss_at(eta) < loss_at(1.1 * eta)
+
+
+def test_gen_update_is_the_packages_bounded_smoothed_step():
+    """gen-optim 0.1.1 `lr_parabola`: lr <- 0.9 lr + 0.1 clip(opt, lr/2, 2 lr)."""
+    ng = build("ngdiff", phi=1, lr_min=1e-7, lr_max=1.0)
+    # parabola's optimum 0.2 from lr 0.05: clipped to 0.1, smoothed: 0.9*0.05 + 0.1*0.1
+    assert ng.learning_rate(0, 0.05, parabola) == pytest.approx(0.055, rel=1e-12)
+    # next probe at 0.055, optimum still 0.2 -> 0.9*0.055 + 0.1*0.11
+    assert ng.learning_rate(1, 0.05, parabola) == pytest.approx(0.0605, rel=1e-12)
+    # an optimum far below: clipped to lr/2 -> 0.9 lr + 0.05 lr = 0.95 lr
+    down = build("ngdiff", phi=1)
+    assert down.learning_rate(0, 0.01, lambda e: 3.0 - 2e-4 * e + 5 * e ** 2) == \
+        pytest.approx(0.0095, rel=1e-12)
+    with pytest.raises(ValueError, match="smooth"):
+        build("ngdiff", smooth=1.0)
 
 
 def test_bad_hyperparameters_raise():

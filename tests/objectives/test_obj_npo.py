@@ -90,9 +90,12 @@ def test_simnpo_hand_computed():
     beta, gamma, lam = 2.5, 0.5, 0.25
     forget = [[-1.0, -2.0, -3.0], [-1.0, None, None]]        # ell = 2, 1
     out = {"forget": table_outputs(forget), "retain": table_outputs(RETAIN)}
-    loss = build("simnpo", beta=beta, gamma=gamma, lam=lam)(out)
+    loss = build("simnpo", beta=beta, gamma=gamma, lam=lam, forget_weight=1.0)(out)
     rows = [-(2 / beta) * log_sigmoid(beta * ell - gamma) for ell in (2.0, 1.0)]
     assert loss.total.item() == pytest.approx(sum(rows) / 2 + lam * 2.0, abs=1e-12)
+    # the authors' TOFU forget coefficient (Unlearn-Simple TOFU/config/forget.yaml npo_coeff)
+    loss = build("simnpo", beta=beta, gamma=gamma, lam=lam)(out)
+    assert loss.total.item() == pytest.approx(0.1375 * sum(rows) / 2 + lam * 2.0, abs=1e-12)
     assert loss.terms["forget_nll"].item() == pytest.approx(1.5, abs=1e-12)
 
 
@@ -108,7 +111,7 @@ def test_simnpo_equals_npo_on_length_normalised_logp_with_zero_reference():
     """SimNPO(gamma=0) is NPO with s/|y| in place of s and s_ref = 0 (Fan et al., Sec. 4)."""
     beta = 1.3
     out = table_outputs(THETA)
-    sim = build("simnpo", beta=beta, retain="none")({"forget": out}).total.item()
+    sim = build("simnpo", beta=beta, retain="none", forget_weight=1.0)({"forget": out}).total.item()
     npo_rows = [-(2 / beta) * log_sigmoid(-beta * s) for s in (-3.0 / 2, -1.5 / 3)]
     assert sim == pytest.approx(sum(npo_rows) / 2, abs=1e-12)
 

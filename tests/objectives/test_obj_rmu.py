@@ -16,12 +16,13 @@ D = 4
 LIKE = torch.zeros(1, dtype=torch.float64)
 
 
-def split(hidden: torch.Tensor, labels, ref_hidden=None, layer_key=1) -> SplitOutputs:
+def split(hidden: torch.Tensor, labels, ref_hidden=None, layer_key=1,
+          reduction="sequence") -> SplitOutputs:
     """Outputs with hidden states (B, S, d) and shifted labels (B, S-1)."""
     labels = torch.tensor(labels)
     b, t = labels.shape
     return SplitOutputs(logits=torch.zeros(b, t, 3, dtype=torch.float64), labels=labels,
-                        hidden={layer_key: hidden},
+                        hidden={layer_key: hidden}, reduction=reduction,
                         ref_hidden={} if ref_hidden is None else {layer_key: ref_hidden})
 
 
@@ -82,6 +83,12 @@ def test_hand_computed_value_and_masking():
     assert loss.terms["forget_mse"].item() == pytest.approx(forget, abs=1e-12)
     assert loss.terms["retain_mse"].item() == pytest.approx(retain, abs=1e-12)
     assert loss.total.item() == pytest.approx(forget + 0.5 * retain, abs=1e-12)
+    # loss_reduction "token": pooled over the batch's answer tokens (3 forget, 2 retain)
+    out = {"forget": split(h_f, labels, reduction="token"),
+           "retain": split(h_r, labels, ref, reduction="token")}
+    loss = rmu(out)
+    assert loss.terms["forget_mse"].item() == pytest.approx((0.25 + 1.0 + 1.0) / 3, abs=1e-12)
+    assert loss.terms["retain_mse"].item() == pytest.approx((0.0 + 0.0 + 4.0) / 3, abs=1e-12)
 
 
 def fake_model(n_layers: int, names):

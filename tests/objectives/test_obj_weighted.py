@@ -112,7 +112,7 @@ def test_wtnpo_alpha0_is_tnpo_and_regularisers_use_lam():
         build("tnpo", beta=0.3)(out).total.item(), abs=1e-14)
     w = build("wtnpo", retain="nll", lam=0.5)
     assert w(out).total.item() == pytest.approx(build("wtnpo")(out).total.item() + 0.5 * 2.0, abs=1e-12)
-    assert build("tnpo", retain="nll", alpha=0.5)(out).total.item() == pytest.approx(
+    assert build("tnpo", retain="nll", lam=0.5)(out).total.item() == pytest.approx(
         build("tnpo")(out).total.item() + 0.5 * 2.0, abs=1e-12)
 
 

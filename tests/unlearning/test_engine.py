@@ -21,17 +21,24 @@ def tiny_cfg(tmp_path, **kw) -> RunConfig:
     return RunConfig(**{**base, **kw})
 
 
-def test_one_sgd_step_of_ga_raises_forget_nll(tmp_path):
-    cfg = tiny_cfg(tmp_path, method="ga", optimizer="sgd", lr=0.5, steps=1, batch_size=4)
+@pytest.mark.parametrize("reduction", ["sequence", "token"])
+def test_one_sgd_step_of_ga_raises_forget_nll(tmp_path, reduction):
+    cfg = tiny_cfg(tmp_path, method="ga", optimizer="sgd", lr=0.5, steps=1, batch_size=4,
+                   loss_reduction=reduction)
     task_batch = engine.build_task(load_model("tiny-llama")[1], "tofu", "forget01", "retain99",
                                    n_forget=8, max_length=256).batch(0, 4, ("forget",))["forget"]
+    with torch.no_grad():   # the record's forget NLL is reduced as the loss is
+        before_logged = float(engine.split_outputs(load_model("tiny-llama")[0], task_batch,
+                                                   reduction=reduction).batch_nll)
     before = engine.mean_nll(load_model("tiny-llama")[0], task_batch)
     run = engine.run(cfg, progress=False)
     after_model = load_model(str(checkpoints(run / "checkpoints")[-1]))[0]
     after = engine.mean_nll(after_model, task_batch)
     assert after > before + 1e-4
     train = open_record(run / "train.nc")
-    assert train.nll_forget.values[0] == pytest.approx(before, rel=1e-5)
+    assert train.nll_forget.values[0] == pytest.approx(before_logged, rel=1e-5)
+    if reduction == "sequence":
+        assert before_logged == pytest.approx(before, rel=1e-12)
 
 
 def test_record_holds_config_terms_and_steps(tmp_path):
@@ -117,8 +124,12 @@ def test_geffects_are_recorded_during_training(tmp_path):
     assert ds.step.values.tolist() == [0, 1]
     assert ds.sizes["instance"] == 8 and set(ds.split.values) == {"forget", "retain"}
     assert {"geffect", "geffect_instance", "geffect_pointwise", "r_star", "cosine_ga_sga"} <= set(ds)
-    # point-wise G-effects of the objective's instances add up to the aggregate one
-    xr.testing.assert_allclose(ds.geffect_pointwise.sum("sample"), ds.geffect, rtol=1e-6)
+    # point-wise G-effects (each instance's own objective) weighted by the instances' weights
+    # in the step's loss add up to the aggregate one (issue 11: was the plain sum of the
+    # contributions, which is now geffect_pointwise * sample_weight)
+    assert ds.attrs["pointwise"] == "instance_objective" and ds.attrs["risk_reduction"] == "token"
+    xr.testing.assert_allclose((ds.geffect_pointwise * ds.sample_weight).sum("sample"), ds.geffect,
+                               rtol=1e-6)
 
 
 def test_cli_rejects_unknown_method_and_foreign_hyperparameters(tmp_path, capsys):

@@ -20,7 +20,9 @@ from .utility import UTILITY_SETS
 __all__ = ["evaluate", "summary_json", "tofu_truth_ratios", "BENCHMARKS"]
 
 BENCHMARKS = ("tofu", "muse_news", "hp", "utility")
-TOFU_NEW_TOKENS = 64
+# open-unlearning configs/generation/default.yaml (max_new_tokens: 200); TOFU's config/eval.yaml
+# caps prompt + answer at max_length: 200 instead.
+TOFU_NEW_TOKENS = 200
 
 
 def _check(benchmark: str, forget_split: str) -> None:
@@ -35,8 +37,8 @@ def evaluate(model, tokenizer, benchmark: str, *, forget_split: str = "forget05"
              max_instances: int | None = None, batch_size: int = 8,
              max_new_tokens: int | None = None, retain_truth_ratios=None,
              retain_auc: float | None = None, max_length: int = 256,
-             utility_set: str | None = None, step: int = 0,
-             progress: bool = True) -> xr.Dataset:
+             utility_set: str | None = None, step: int = 0, truth_ratio: str = "geometric",
+             mia_max_length: int = 2048, progress: bool = True) -> xr.Dataset:
     """Evaluate a model on one benchmark; every metric per instance plus a summary table.
 
     Args:
@@ -47,13 +49,19 @@ def evaluate(model, tokenizer, benchmark: str, *, forget_split: str = "forget05"
         forget_split: TOFU forget01/05/10 (other benchmarks ignore it).
         data_dir: data root (default: the data layer's).
         max_instances: cap on every evaluated set (rows / windows).
-        max_new_tokens: generation length; default per metric (TOFU 64, MUSE VerbMem 128,
+        max_new_tokens: generation length; default per metric (TOFU 200, MUSE VerbMem 128,
             KnowMem 32).
         retain_truth_ratios: TOFU forget quality's retain-model truth ratios: an array, a
             .npy / .json file (from `tofu_truth_ratios`), or a retain model directory; without
             it forget_quality is NaN and the record's notes say why.
-        retain_auc: the retain model's Min-K% AUC for PrivLeak (default 0.5, noted).
-        max_length: tokens per text window (MUSE / HP corpora, utility guard).
+        retain_auc: the retain model's Min-K% AUC (this module's orientation: forget = label
+            0, 1 = memorised) for PrivLeak (default 0.5, noted).
+        max_length: tokens per text window (HP corpora, MUSE retain perplexity, utility guard).
+        truth_ratio: "geometric" (default; TOFU's and open-unlearning's code) or
+            "arithmetic" (the TOFU paper's Eq. 2) mean over perturbed answers; stored in the
+            record's attr `truth_ratio_mean`.
+        mia_max_length: tokens of each MUSE PrivLeak article scored for MIA / PrivLeak
+            (open-unlearning's 2,048; capped by the model's position table).
         utility_set: for benchmark "utility": "tofu" (default), "muse_news" or "hp".
         step: the training step this evaluation belongs to (the record's `step` coordinate).
         progress: show tqdm bars.
@@ -62,6 +70,8 @@ def evaluate(model, tokenizer, benchmark: str, *, forget_split: str = "forget05"
         The evaluation record (layout in `record.py`).
     """
     _check(benchmark, forget_split)
+    if truth_ratio not in ("geometric", "arithmetic"):
+        raise ValueError(f"truth_ratio must be 'geometric' or 'arithmetic', got {truth_ratio!r}")
     from . import hp, muse, tofu, utility
 
     was_training = model.training
@@ -74,11 +84,11 @@ def evaluate(model, tokenizer, benchmark: str, *, forget_split: str = "forget05"
             parts, summary, notes = tofu.evaluate_tofu(
                 model, tokenizer, forget_split=forget_split, retain_auc=retain_auc,
                 max_new_tokens=max_new_tokens or TOFU_NEW_TOKENS,
-                retain_truth_ratios=retain_truth_ratios, **common)
+                retain_truth_ratios=retain_truth_ratios, truth_ratio=truth_ratio, **common)
         elif benchmark == "muse_news":
             parts, summary, notes = muse.evaluate_muse(
                 model, tokenizer, max_new_tokens=max_new_tokens, max_length=max_length,
-                retain_auc=retain_auc, **common)
+                retain_auc=retain_auc, mia_max_length=mia_max_length, **common)
         elif benchmark == "hp":
             parts, summary, notes = hp.evaluate_hp(
                 model, tokenizer, max_new_tokens=max_new_tokens, max_length=max_length, **common)
@@ -90,12 +100,15 @@ def evaluate(model, tokenizer, benchmark: str, *, forget_split: str = "forget05"
         model.train(was_training)
     settings = {"max_instances": max_instances, "batch_size": batch_size,
                 "max_new_tokens": max_new_tokens, "max_length": max_length,
+                "mia_max_length": mia_max_length, "truth_ratio_mean": truth_ratio,
                 "dtype": str(next(model.parameters()).dtype),
                 "seconds": round(time.perf_counter() - start, 2)}
     name = getattr(model.config, "_name_or_path", "") or type(model).__name__
-    return build_record(parts, summary, benchmark=benchmark, model_name=str(name), step=step,
-                        notes=notes, settings=settings,
-                        forget_split=forget_split if benchmark == "tofu" else "")
+    ds = build_record(parts, summary, benchmark=benchmark, model_name=str(name), step=step,
+                      notes=notes, settings=settings,
+                      forget_split=forget_split if benchmark == "tofu" else "")
+    ds.attrs["truth_ratio_mean"] = truth_ratio
+    return ds
 
 
 def _writable(out) -> None:

@@ -19,7 +19,10 @@ def _d(formula: str, averaging: str, citation: str) -> dict:
 
 
 _MEAN = "arithmetic mean over instances"
-_TR_PAPER = "R_i = mean_j p(pert_ij) / p(para_i) (arithmetic mean over perturbed answers, paper Eq. 2)"
+_TR_PAPER = ("R_i = exp(nll_para_i - mean_j nll_pert_ij) = geomean_j p(pert_ij) / p(para_i) "
+             "(geometric mean, TOFU aggregate_eval_stat.py L63-71 and open-unlearning "
+             "truth_ratio; attr truth_ratio_mean='arithmetic' means the paper's Eq. 2, "
+             "mean_j p(pert_ij) / p(para_i))")
 
 SUMMARY = {
     "forget_Q_A_Prob": _d("p = exp(-nll) of the gold answer", _MEAN, TOFU),
@@ -39,26 +42,30 @@ SUMMARY = {
     "ra_Q_A_Prob_normalised": _d("p_gt / (p_gt + sum_j p_pert_j) over the 3 wrong options",
                                  _MEAN, TOFU),
     "ra_Q_A_ROUGE": _d("ROUGE-L recall of the greedy answer", _MEAN, TOFU),
-    "ra_Truth_Ratio": _d("mean_i max(0, 1 - R_i); R_i = mean_j p(pert_ij) / p(gt_i) (the gold "
-                         "answer stands in for the paraphrase, as in TOFU)", _MEAN, TOFU),
+    "ra_Truth_Ratio": _d("mean_i max(0, 1 - R_i); R_i as retain_Truth_Ratio with the gold "
+                         "answer standing in for the paraphrase, as in TOFU", _MEAN, TOFU),
     "wf_Q_A_Prob_normalised": _d("as ra_Q_A_Prob_normalised, on world facts", _MEAN, TOFU),
     "wf_Q_A_ROUGE": _d("ROUGE-L recall of the greedy answer", _MEAN, TOFU),
     "wf_Truth_Ratio": _d("as ra_Truth_Ratio, on world facts", _MEAN, TOFU),
     "model_utility": _d("scipy.stats.hmean of the nine retain_/ra_/wf_ Prob, ROUGE and Truth "
                         "Ratio numbers", "harmonic mean of already-averaged numbers", TOFU),
-    "extraction_strength": _d("1 - k*/L, k* the shortest label prefix after which every label "
-                              "token is the teacher-forced argmax (0 if none)",
+    "extraction_strength": _d("1 - k*/L over the label tokens without the last (EOS) one, k* "
+                              "the shortest prefix after which every label token is the "
+                              "teacher-forced argmax; 1/L if none (open-unlearning "
+                              "memorization.py extraction_strength)",
                               _MEAN + " (TOFU: forget QA; MUSE: privleak forget texts)", ES),
-    "exact_memorization": _d("fraction of label tokens equal to the teacher-forced argmax",
+    "exact_memorization": _d("fraction of label tokens (without the last, EOS, one, as "
+                             "open-unlearning) equal to the teacher-forced argmax",
                              _MEAN, "Tirumala et al. 2022, Eq. 1"),
     "mia_loss": _d("AUC(forget vs holdout) of the mean-token-NLL score", "AUC over instances", MIA),
     "mia_zlib": _d("AUC of nll / zlib-compressed bytes of the text", "AUC over instances", MIA),
-    "mia_min_k": _d("AUC of -mean of the 40% lowest token log-probs", "AUC over instances", MIA),
-    "mia_min_k_plus_plus": _d("AUC of -mean of the 40% lowest (log p - mu) / sigma",
-                              "AUC over instances", MIA),
-    "privleak": _d("(AUC_min_k - AUC_retain) / AUC_retain * 100; AUC_retain of the retain model "
-                   "if given, else 0.5 (a model that never saw forget or holdout)",
-                   "AUC over instances", MUSE),
+    "mia_min_k": _d("AUC of -mean of the 40% lowest token log-probs (final label left out)",
+                    "AUC over instances", MIA),
+    "mia_min_k_plus_plus": _d("AUC of -mean of the 40% lowest (log p - mu) / sqrt(max(var, "
+                              "1e-6)) (final label left out)", "AUC over instances", MIA),
+    "privleak": _d("(A - A_retain) / A_retain * 100 with MUSE's A = 1 - AUC_min_k (AUC_retain "
+                   "of the retain model if given, else 0.5); a memorising target is ~ -100 "
+                   "(open-unlearning privacy.py privleak)", "AUC over instances", MUSE),
     "forget_verbmem_ROUGE": _d("ROUGE-L F1 of the greedy continuation (128 tokens) of a forget "
                                "prefix vs the true continuation", _MEAN, MUSE),
     "forget_knowmem_ROUGE": _d("ROUGE-L F1 of the greedy answer (32 tokens, cut at '\\n\\n' / "
@@ -84,12 +91,14 @@ PER_INSTANCE = {
     "perplexity": "exp(nll)",
     "rouge_l": "ROUGE-L recall of the greedy generation vs the reference",
     "rouge_l_f1": "ROUGE-L F1 of the greedy generation vs the reference",
-    "truth_ratio": "R = mean_j p(pert_j) / p(para) (paper form, arithmetic mean; false/true)",
+    "truth_ratio": "R = geomean_j p(pert_j) / p(para) (code form; false/true); the paper's "
+                   "arithmetic mean when attr truth_ratio_mean = 'arithmetic'",
     "truth_ratio_gm": "exp(mean_j nll_pert_j - nll_para) (TOFU code form, geometric; true/false)",
-    "extraction_strength": "1 - k*/L (see summary extraction_strength)",
-    "exact_memorization": "fraction of label tokens predicted by the argmax",
+    "extraction_strength": "1 - k*/L (see summary extraction_strength; final label left out)",
+    "exact_memorization": "fraction of label tokens predicted by the argmax (final label left out)",
     "mia_loss": "mean token NLL (loss-like: higher = less member-like)",
     "mia_zlib": "nll / zlib bytes of the text",
-    "mia_min_k": "-mean of the 40% lowest token log-probs",
-    "mia_min_k_plus_plus": "-mean of the 40% lowest (log p - mu) / sigma",
+    "mia_min_k": "-mean of the 40% lowest token log-probs (final label left out)",
+    "mia_min_k_plus_plus": "-mean of the 40% lowest (log p - mu) / sqrt(max(var, 1e-6)) (final "
+                           "label left out)",
 }

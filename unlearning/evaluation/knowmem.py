@@ -2,7 +2,9 @@
 
 Shi et al. 2024, MUSE (arXiv:2407.06460), Sec. 3 "C2. No knowledge memorization": the prompt is
 the split's in-context QA pairs, "Question: {q}\\nAnswer: {a}\\n\\n" each, then
-"Question: {q}\\nAnswer:"; the greedy answer (32 new tokens) is cut at "\\n\\n" / "Question:".
+"Question: {q}\\nAnswer: " with the trailing space that MUSE and open-unlearning use
+(open-unlearning `src/data/utils.py::preprocess_chat_instance` with the base-model template
+`asst_start_tag: "Answer: "`, `configs/model/Llama-2-7b-hf.yaml`); the greedy answer (32 new tokens) is cut at "\\n\\n" / "Question:".
 The prompt is plain text for every model (MUSE evaluates base models; no chat template).
 Models with a short position table see only the LAST prompt tokens that fit, which drops the
 earliest in-context examples.
@@ -21,7 +23,7 @@ STOP = ("\n\n", "\nQuestion", "Question:")
 def icl_prompt(examples: list[dict], question: str) -> str:
     """MUSE's few-shot prompt: the in-context QA pairs, then the question."""
     shots = "".join(f"Question: {e['question']}\nAnswer: {e['answer']}\n\n" for e in examples)
-    return f"{shots}Question: {question}\nAnswer:"
+    return f"{shots}Question: {question}\nAnswer: "
 
 
 def knowmem(model, tokenizer, benchmark: str, which: str, *, data_dir, max_instances,

@@ -35,22 +35,34 @@ def _lowest_k_mean(values: np.ndarray, mask: np.ndarray, k: float) -> np.ndarray
     return np.where(take, ordered, 0.0).sum(-1) / m
 
 
-def mia_scores(scores: TokenScores, texts: Sequence[str], k: float = 0.4) -> dict[str, np.ndarray]:
-    """Per-row loss-like MIA scores (higher = less member-like).
+MIN_VARIANCE = 1e-6
 
-    mia_loss            mean token NLL.
-    mia_zlib            mean token NLL / len(zlib.compress(text)) (bytes; Carlini et al. 2021).
-    mia_min_k           -mean of the k-fraction lowest token log-probs (Shi et al. 2024).
-    mia_min_k_plus_plus -mean of the k-fraction lowest (log p - mu) / sigma (Zhang et al. 2024).
+
+def mia_scores(scores: TokenScores, texts: Sequence[str], k: float = 0.4,
+               drop_last: bool = True) -> dict[str, np.ndarray]:
+    """Per-row loss-like MIA scores (higher = less member-like), as open-unlearning computes them.
+
+    mia_loss            mean token NLL over all label tokens (`mia/loss.py`, `avg_loss`).
+    mia_zlib            mean token NLL / len(zlib.compress(text)) (bytes; Carlini et al. 2021;
+                        `mia/zlib.py`).
+    mia_min_k           -mean of the max(1, int(k n)) lowest token log-probs (Shi et al. 2024;
+                        `mia/min_k.py::compute_score`).
+    mia_min_k_plus_plus -mean of the same count of lowest (log p - mu) / sqrt(max(var, 1e-6))
+                        (Zhang et al. 2024; `mia/min_k_plus_plus.py`, whose variance clamp
+                        is kept).
+    With `drop_last` (default, open-unlearning's `tokenwise_logprobs`), Min-K% and Min-K%++
+    leave out each row's final label token (the EOS of a QA answer).
     """
     if len(texts) != scores.logprob.shape[0]:
         raise ValueError(f"mia_scores got {len(texts)} texts for {scores.logprob.shape[0]} rows")
     nll = scores.nll                                                 # (N,)
     zl = np.array([len(zlib.compress(t.encode("utf-8"))) for t in texts], float)
-    z = (scores.logprob - scores.mu) / np.where(scores.sigma > 0, scores.sigma, 1.0)  # (N, L)
+    tok = scores.without_last() if drop_last else scores
+    sd = np.sqrt(np.maximum(tok.sigma ** 2, MIN_VARIANCE))           # (N, L)
+    z = (tok.logprob - tok.mu) / sd                                  # (N, L)
     return {"mia_loss": nll, "mia_zlib": nll / zl,
-            "mia_min_k": -_lowest_k_mean(scores.logprob, scores.mask, k),
-            "mia_min_k_plus_plus": -_lowest_k_mean(z, scores.mask, k)}
+            "mia_min_k": -_lowest_k_mean(tok.logprob, tok.mask, k),
+            "mia_min_k_plus_plus": -_lowest_k_mean(z, tok.mask, k)}
 
 
 def auc(forget: np.ndarray, holdout: np.ndarray) -> float:
@@ -63,11 +75,17 @@ def auc(forget: np.ndarray, holdout: np.ndarray) -> float:
 
 
 def privleak(auc_model: float, auc_retain: float = 0.5) -> float:
-    """MUSE PrivLeak = (AUC - AUC_retain) / AUC_retain * 100.
+    """MUSE PrivLeak in MUSE's AUC orientation: (A - A_retain) / A_retain * 100, A = 1 - AUC.
 
-    Positive: the model separates forget from holdout better than a model never trained on the
-    forget set (under-unlearning); negative: over-unlearning; ~0 is the goal.
+    `auc_model`, `auc_retain` are this module's AUCs (forget = label 0, loss-like scores: 1
+    for a model that memorised the forget set). MUSE's AUC is the other way round (1 - ours),
+    so a target that memorised the forget set (AUC ~ 1) scores about -100, an over-unlearned
+    model is positive, and ~0 is the goal. References: Shi et al. 2024, MUSE, Sec. 3 (C3);
+    open-unlearning `src/evals/metrics/privacy.py::privleak` ("score = 1 - score; ref = 1 -
+    ref", then (score - ref) / (ref + 1e-10) * 100; the 1e-10 is left out here), ref_value 0.5
+    when no retain-model AUC is given (`configs/eval/muse_metrics/privleak.yaml`).
     """
-    if not auc_retain > 0 or math.isnan(auc_retain):
-        raise ValueError(f"privleak needs the retain model's AUC > 0; got {auc_retain}")
-    return (auc_model - auc_retain) / auc_retain * 100.0
+    if math.isnan(auc_retain) or not 0 <= auc_retain < 1:
+        raise ValueError(f"privleak needs the retain model's AUC in [0, 1); got {auc_retain}")
+    score, ref = 1.0 - auc_model, 1.0 - auc_retain
+    return (score - ref) / ref * 100.0

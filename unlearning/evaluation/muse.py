@@ -3,8 +3,11 @@
     VerbMem   ROUGE-L F1 between the greedy continuation (128 tokens) of each forget-text prefix
               and its true continuation (C1, no verbatim memorisation).
     KnowMem   ROUGE-L F1 of answers to forget / retain QA after the in-context examples (C2, C4).
-    PrivLeak  (AUC - AUC_retain) / AUC_retain * 100, AUC of Min-K% Prob (K = 40%) separating
-              privleak forget from holdout articles (C3); also LOSS, ZLib and Min-K%++ AUCs.
+    PrivLeak  (A - A_retain) / A_retain * 100 with MUSE's A = 1 - our AUC of Min-K% Prob
+              (K = 40%) separating privleak forget from holdout articles (C3); also LOSS, ZLib
+              and Min-K%++ AUCs. Articles are scored on their first `mia_max_length` tokens
+              (2,048: open-unlearning's `configs/data/datasets/MUSE_MIA.yaml`; MUSE scores
+              the full text), not on the `max_length` window.
     Fluency   corpus perplexity on the privleak retain articles (retain2 samples).
 
 F1 (not recall) follows open-unlearning's MUSE configs; recall is kept per instance too.
@@ -48,8 +51,12 @@ def _retain_corpus_note(data_dir) -> str | None:
             f"PrivLeak uses privleak/holdout")
 
 
+MIA_MAX_LENGTH = 2048
+
+
 def evaluate_muse(model, tok, *, data_dir, max_instances, batch_size: int, max_new_tokens,
-                  max_length: int, retain_auc, progress: bool):
+                  max_length: int, retain_auc, progress: bool,
+                  mia_max_length: int = MIA_MAX_LENGTH):
     """All MUSE-News metrics. Returns (parts, summary, notes)."""
     notes, summary = {}, {}
     verb = _verbmem(model, tok, data_dir=data_dir, max_instances=max_instances,
@@ -67,7 +74,8 @@ def evaluate_muse(model, tok, *, data_dir, max_instances, batch_size: int, max_n
     for which in ("forget", "holdout", "retain"):
         recs = load_split("muse_news", f"privleak_{which}", data_dir)
         part, scores[which], texts[which] = score_texts(
-            model, tok, recs, f"privleak_{which}", max_length=max_length, chunk=False,
+            model, tok, recs, f"privleak_{which}", chunk=False,
+            max_length=mia_max_length if which != "retain" else max_length,
             max_rows=max_instances, batch_size=batch_size, progress=progress)
         parts.append(part)
     attacks = {w: mia.mia_scores(scores[w], texts[w]) for w in ("forget", "holdout")}

@@ -55,6 +55,21 @@ class TokenScores:
                              f"least one answer token per row (raise max_length)")
         return -(self.logprob * self.mask).sum(-1) / n               # (N,)
 
+    def without_last(self) -> "TokenScores":
+        """The same scores with each row's final label token masked out.
+
+        open-unlearning scores exact memorisation, extraction strength, Min-K% and Min-K%++
+        on the label tokens without the last one ("-1 to ignore eos prediction",
+        `src/evals/metrics/utils.py::tokenwise_logprobs` / `tokenwise_vocab_logprobs`); on a
+        QA row that last label is the EOS token. Rows of one token keep it (nothing else to
+        score).
+        """
+        n = self.n_tokens                                            # (N,)
+        cols = np.arange(self.mask.shape[1])[None, :]                # (1, L)
+        mask = self.mask & ((cols < (n - 1)[:, None]) | (n[:, None] <= 1))  # (N, L)
+        return TokenScores(self.logprob * mask, self.mu * mask, self.sigma * mask,
+                           self.top1 & mask, mask)
+
     def take(self, index) -> "TokenScores":
         return TokenScores(self.logprob[index], self.mu[index], self.sigma[index],
                            self.top1[index], self.mask[index])
@@ -92,15 +107,33 @@ def _left_align(values: torch.Tensor, mask: torch.Tensor, width: int) -> np.ndar
     return out
 
 
+MAX_BATCH_TOKENS = 4096
+
+
+def _token_batches(rows, order, batch_size: int, max_tokens: int) -> list[np.ndarray]:
+    """Length-sorted index batches of at most `batch_size` rows and, beyond one row, at most
+    `max_tokens` padded tokens: the forward holds several (B, T, V) tensors, so 8 rows of a
+    2,048-token MUSE article with a 49k vocabulary would need ~15 GB."""
+    out, i = [], 0
+    while i < len(order):
+        width = len(rows[order[i]]["input_ids"])                    # the longest: sorted
+        n = max(1, min(batch_size, max_tokens // max(width, 1)))
+        out.append(order[i: i + n])
+        i += n
+    return out
+
+
 def score_rows(model, tokenizer, rows: Sequence[dict], *, batch_size: int = 8,
-               progress: bool = True, desc: str = "score") -> TokenScores:
+               progress: bool = True, desc: str = "score",
+               max_batch_tokens: int = MAX_BATCH_TOKENS) -> TokenScores:
     """Score encoded rows (`encode_qa` / `encode_text` dicts) in length-sorted padded batches.
 
     Args:
         model: a causal LM in eval mode; its dtype is used as is (fp32 on CPU by default).
         tokenizer: supplies the pad id for `collate`.
         rows: dicts with `input_ids` and `labels` (prompt positions -100).
-        batch_size: rows per forward.
+        batch_size: rows per forward (fewer for long rows, see `max_batch_tokens`).
+        max_batch_tokens: padded tokens per forward beyond a single row.
 
     Returns:
         TokenScores in the order of `rows`.
@@ -112,9 +145,8 @@ def score_rows(model, tokenizer, rows: Sequence[dict], *, batch_size: int = 8,
     order = np.argsort([-len(r["input_ids"]) for r in rows], kind="stable")
     fields = [np.zeros((len(rows), width)) for _ in range(3)] + \
         [np.zeros((len(rows), width), dtype=bool) for _ in range(2)]
-    starts = range(0, len(rows), batch_size)
-    for s in tqdm(starts, desc=desc, disable=not progress, leave=False):
-        idx = order[s: s + batch_size]
+    for idx in tqdm(_token_batches(rows, order, batch_size, max_batch_tokens), desc=desc,
+                    disable=not progress, leave=False):
         batch = collate([rows[i] for i in idx], tokenizer)
         batch = {k: (v.to(model.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         out = batch_token_scores(model, batch)

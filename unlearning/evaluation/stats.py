@@ -35,18 +35,34 @@ def normalised_option_prob(gt_nll: np.ndarray, pert_nll: np.ndarray) -> np.ndarr
     return p_gt / (p_gt + p_pert.sum(-1))
 
 
-def truth_ratio(para_nll: np.ndarray, pert_nll: np.ndarray) -> np.ndarray:
-    """Per-instance truth ratio of the TOFU paper (Eq. 2): ARITHMETIC mean over perturbed answers.
+TRUTH_RATIO_MEANS = ("geometric", "arithmetic")
 
-    R = mean_j P(a_pert_j|q)^(1/|a_pert_j|) / P(a_para|q)^(1/|a_para|)   (false over true).
+
+def truth_ratio(para_nll: np.ndarray, pert_nll: np.ndarray, mean: str = "geometric") -> np.ndarray:
+    """Per-instance truth ratio R (false over true): perturbed answers against the paraphrase.
+
+    mean="geometric" (default, the reference code): R = exp(nll_para - mean_j nll_pert_j)
+        = geomean_j P(a_pert_j|q)^(1/|a_pert_j|) / P(a_para|q)^(1/|a_para|). TOFU
+        `aggregate_eval_stat.py` (`get_model_utility`/`get_forget_quality`: exp(perturbed -
+        paraphrased) with the perturbed avg losses averaged first) and open-unlearning
+        `src/evals/metrics/memorization.py::truth_ratio` (wrong_prob / correct_prob with
+        `aggregate_to_1D` averaging the perturbed avg_loss).
+    mean="arithmetic": the TOFU paper's Eq. (2) text, R = mean_j p_pert_j / p_para.
+    (Reference lines: TOFU aggregate_eval_stat.py L63-71; open-unlearning memorization.py
+    `truth_ratio`, "wrong_prob / (correct_prob + 1e-10)"; the 1e-10 is left out here.)
     """
-    p_para = length_normalised_prob(para_nll)                       # (N,)
-    p_pert = length_normalised_prob(pert_nll)                       # (N, K)
-    return p_pert.mean(-1) / p_para
+    if mean not in TRUTH_RATIO_MEANS:
+        raise ValueError(f"truth ratio mean must be one of {TRUTH_RATIO_MEANS}, got {mean!r}")
+    para = np.asarray(para_nll, float)                              # (N,)
+    pert = np.asarray(pert_nll, float)                              # (N, K)
+    if mean == "geometric":
+        return np.exp(para - pert.mean(-1))
+    return np.exp(-pert).mean(-1) / np.exp(-para)
 
 
 def truth_ratio_gm(para_nll: np.ndarray, pert_nll: np.ndarray) -> np.ndarray:
-    """Per-instance truth ratio in the GEOMETRIC-mean form of the TOFU code (forget quality).
+    """Per-instance truth ratio in TOFU's stored orientation (true over false, geometric mean):
+    1 / truth_ratio(..., "geometric"); TOFU's forget-quality statistic.
 
     exp(mean_j nll_pert_j - nll_para) = P(para)^(1/|para|) / geomean_j P(pert_j)^(1/|pert_j|)
     (true over false; the orientation does not matter for the KS test, which is invariant
@@ -101,20 +117,37 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> tuple[np.n
     return (np.array([s.recall for s in scores], float), np.array([s.fmeasure for s in scores], float))
 
 
-def extraction_strength(top1: np.ndarray, mask: np.ndarray) -> np.ndarray:
+ES_NO_MATCH = ("reference", "paper")
+
+
+def extraction_strength(top1: np.ndarray, mask: np.ndarray, no_match: str = "reference") -> np.ndarray:
     """Per-row ES = 1 - k*/L, k* the shortest prefix after which every label token is the
     model's greedy (teacher-forced argmax) prediction; L the label length (Wang et al. 2025,
-    Eq. 4). A row with no such k < L gets 0 (open-unlearning's loop returns 1/L there).
+    Eq. 4; Carlini et al. 2021).
+
+    A row where not even the last token is predicted has no such k < L:
+        no_match="reference" (default): ES = 1/L, as open-unlearning's loop leaves k = L - 1
+            (`src/evals/metrics/memorization.py::extraction_strength`, the `for k in
+            range(valid_len)` loop that falls through);
+        no_match="paper": ES = 0 (k* = L).
+    Callers pass open-unlearning's label set, i.e. without each row's final label (the EOS of
+    a QA row; `TokenScores.without_last`).
 
     Args:
         top1: (N, L) bool, label tokens left-aligned. mask: (N, L) bool, True on real tokens.
     """
-    ok = np.asarray(top1, bool) | ~np.asarray(mask, bool)           # padding never breaks a run
+    if no_match not in ES_NO_MATCH:
+        raise ValueError(f"extraction strength no_match must be one of {ES_NO_MATCH}, "
+                         f"got {no_match!r}")
+    mask = np.asarray(mask, bool)
+    ok = np.asarray(top1, bool) | ~mask                             # padding never breaks a run
     suffix_ok = np.flip(np.cumprod(np.flip(ok, -1), -1), -1).astype(bool)   # (N, L)
     n = mask.sum(-1)                                                # (N,)
     # k* = first position from which the whole suffix matches; L when none does
     first = np.where(suffix_ok.any(-1), suffix_ok.argmax(-1), n)    # (N,)
     k = np.minimum(first, n)
+    if no_match == "reference":
+        k = np.minimum(k, np.maximum(n - 1, 0))
     return 1.0 - k / np.maximum(n, 1)
 
 

@@ -54,8 +54,8 @@ def score_texts(model, tokenizer, records: list[dict], split: str, *, max_length
     if not rows:
         raise ValueError(f"text set {split!r} yielded no rows of >= 2 tokens")
     sc = score_rows(model, tokenizer, rows, batch_size=batch_size, progress=progress, desc=split)
-    nll = sc.nll
-    values = {"nll": nll, "probability": np.exp(-nll), "perplexity": np.exp(nll),
-              "extraction_strength": stats.extraction_strength(sc.top1, sc.mask),
-              "exact_memorization": stats.exact_memorization(sc.top1, sc.mask)}
+    nll, short = sc.nll, sc.without_last()                           # ES/EM: open-unlearning's
+    values = {"nll": nll, "probability": np.exp(-nll), "perplexity": np.exp(nll),  # label set
+              "extraction_strength": stats.extraction_strength(short.top1, short.mask),
+              "exact_memorization": stats.exact_memorization(short.top1, short.mask)}
     return Part(split, ids, values, sc.n_tokens), sc, texts

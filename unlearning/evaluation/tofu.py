@@ -10,12 +10,15 @@ Sets and what each gets (N capped by `max_instances`):
 Averaging, which varies between TOFU's paper, its code and open-unlearning:
     Probability    forget/retain: mean_i exp(-nll_i); real authors / world facts:
                    mean_i p_gt / (p_gt + sum_j p_pert_j), p = exp(-nll) (length-normalised).
-    Truth ratio    the paper's ARITHMETIC mean over perturbed answers,
-                   R_i = mean_j p_pert_ij / p_para_i; forget: mean min(R, 1/R); others:
-                   mean max(0, 1 - R) (real authors / world facts use the gold answer as the
-                   paraphrase). open-unlearning uses the geometric mean everywhere.
+    Truth ratio    default the reference code's GEOMETRIC mean over perturbed answers,
+                   R_i = exp(nll_para_i - mean_j nll_pert_ij) (TOFU aggregate_eval_stat.py
+                   L63-71, open-unlearning `truth_ratio`); `truth_ratio="arithmetic"` gives
+                   the paper's Eq. 2, R_i = mean_j p_pert_ij / p_para_i. Forget: mean
+                   min(R, 1/R); others: mean max(0, 1 - R) (real authors / world facts use the
+                   gold answer as the paraphrase).
     Forget quality KS p-value on the GEOMETRIC form exp(mean_j nll_pert_ij - nll_para_i) (TOFU
-                   code, `get_forget_quality`), model vs retain model.
+                   code, `get_forget_quality`, L10-26), model vs retain model.
+    ES, EM, Min-K% and Min-K%++ leave out each answer's final (EOS) label, as open-unlearning.
     Model utility  harmonic mean of the nine retain / ra / wf numbers.
 """
 from __future__ import annotations
@@ -43,7 +46,8 @@ def _records(split: str, data_dir, n: int | None) -> list[dict]:
 
 
 def _qa_set(model, tok, recs: list[dict], name: str, *, batch_size: int, max_new_tokens: int,
-            progress: bool, generate_answers: bool = True) -> tuple[Part, dict]:
+            progress: bool, generate_answers: bool = True,
+            truth_ratio: str = "geometric") -> tuple[Part, dict]:
     """Score gold, paraphrased and perturbed answers of one set and generate its answers."""
     n, k = len(recs), len(recs[0]["perturbed_answer"])
     if any(len(r["perturbed_answer"]) != k for r in recs):
@@ -57,11 +61,12 @@ def _qa_set(model, tok, recs: list[dict], name: str, *, batch_size: int, max_new
     gt, m = nll[:n], (2 * n if has_para else n)
     para, pert = (nll[n: m] if has_para else gt), nll[m:].reshape(n, k)
     gold = sc.take(slice(0, n))
-    r = stats.truth_ratio(para, pert)                                # (N,)
+    r = stats.truth_ratio(para, pert, truth_ratio)                   # (N,)
+    short = gold.without_last()                                      # no EOS (open-unlearning)
     values = {"nll": gt, "perplexity": np.exp(gt), "truth_ratio": r,
               "truth_ratio_gm": stats.truth_ratio_gm(para, pert),
-              "extraction_strength": stats.extraction_strength(gold.top1, gold.mask),
-              "exact_memorization": stats.exact_memorization(gold.top1, gold.mask),
+              "extraction_strength": stats.extraction_strength(short.top1, short.mask),
+              "exact_memorization": stats.exact_memorization(short.top1, short.mask),
               "probability": (stats.length_normalised_prob(gt) if name in ("forget", "retain")
                               else stats.normalised_option_prob(gt, pert))}
     numbers = {"para_prob": float(np.mean(np.exp(-para))),
@@ -109,13 +114,15 @@ def tofu_truth_ratios(model, tokenizer, *, forget_split: str = "forget05", data_
 
 
 def evaluate_tofu(model, tok, *, forget_split: str, data_dir, max_instances, batch_size: int,
-                  max_new_tokens: int, retain_truth_ratios, retain_auc, progress: bool):
+                  max_new_tokens: int, retain_truth_ratios, retain_auc, progress: bool,
+                  truth_ratio: str = "geometric"):
     """All TOFU metrics. Returns (parts, summary, notes)."""
     parts, summary, notes, nums = [], {}, {}, {}
     for name, pattern in SETS.items():
         recs = _records(pattern.format(f=forget_split), data_dir, max_instances)
         part, nums[name] = _qa_set(model, tok, recs, name, batch_size=batch_size,
-                                   max_new_tokens=max_new_tokens, progress=progress)
+                                   max_new_tokens=max_new_tokens, progress=progress,
+                                   truth_ratio=truth_ratio)
         parts.append(part)
     by = {p.split: p.values for p in parts}
     f = by["forget"]
@@ -179,12 +186,13 @@ def _holdout_mia(model, tok, forget: Part, gold, forget_split, data_dir, max_ins
     for key in mia.ATTACKS:
         forget.values[key] = fs[key]
         summary[key] = mia.auc(fs[key], hs[key])
+    hl = h.without_last()
     ref = 0.5 if retain_auc is None else float(retain_auc)
     if retain_auc is None:
         notes["privleak"] = "AUC_retain = 0.5 (no retain-model AUC given)"
     summary["privleak"] = mia.privleak(summary["mia_min_k"], ref)
     return Part("holdout", [r["instance_id"] for r in hre],
                 {"nll": h.nll, "probability": np.exp(-h.nll), "perplexity": np.exp(h.nll),
-                 "extraction_strength": stats.extraction_strength(h.top1, h.mask),
-                 "exact_memorization": stats.exact_memorization(h.top1, h.mask), **hs},
+                 "extraction_strength": stats.extraction_strength(hl.top1, hl.mask),
+                 "exact_memorization": stats.exact_memorization(hl.top1, hl.mask), **hs},
                 h.n_tokens)

@@ -10,6 +10,16 @@ Conventions (used by every method file):
     NLL of a row   = mean over its answer tokens of -logprobs (the "mean token NLL", ell).
     seq-logp       = sum over answer tokens of logprobs.
 Losses are minimised. Gradient ascent on the forget set is *minimising* -NLL(forget).
+
+Loss reduction (`SplitOutputs.reduction`, the run config's `loss_reduction`), for every
+token-level term (NLL, WGA/TNPO's weighted log-likelihood, KL, RMU's activation MSE):
+    token     sum over the batch's answer tokens / their number: HF's `outputs.loss`, as
+              TOFU (`dataloader.py`, `outputs.loss`), open-unlearning (`compute_batch_nll` /
+              `model(**inputs).loss`) and the G-effect authors train (default);
+    sequence  each row's mean over its answer tokens, then the mean over rows.
+Sequence-level losses (NPO, SimNPO, IdkDPO) average over rows in both, as their papers and
+reference code do. `Loss.weights` gives, per split, each row's weight w_b in the batch loss
+relative to the row's own term (1/B, or n_b / N under `token`): L = sum_b w_b L(row b).
 """
 from __future__ import annotations
 
@@ -21,6 +31,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 SPLITS = ("forget", "retain", "normal", "idk")
+REDUCTIONS = ("token", "sequence")
+
+
+def check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"loss reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
 
 
 @dataclass
@@ -35,6 +52,7 @@ class SplitOutputs:
             for objectives that ask for them (`hidden_layers`).
         ref_hidden: the reference model's hidden states, same keys.
         group: (B,) index of the forget row each row belongs to (SGA's normal rows), or None.
+        reduction: "token" (pool the batch's answer tokens) or "sequence" (mean of row means).
 
     `logprobs` and `ref_logprobs` are computed once per split (one fused cross-entropy each)
     and cached, so an objective and the engine's monitoring may read them as often as they
@@ -63,6 +81,10 @@ class SplitOutputs:
                   ref_logits=None if ref_logits is None else ref_logits[:, :-1], **kw)
         out._full.update(logprobs=logits, ref_logprobs=ref_logits)            # each (B, T+1, V)
         return out
+    reduction: str = "token"
+
+    def __post_init__(self):
+        check_reduction(self.reduction)
 
     @property
     def mask(self) -> Tensor:
@@ -99,6 +121,16 @@ class SplitOutputs:
         """(B,) mean token NLL of each row."""
         return mean_token_nll(self.logprobs, self.mask)
 
+    @property
+    def batch_nll(self) -> Tensor:
+        """Scalar NLL of the batch under `reduction` (token: HF's `outputs.loss`)."""
+        return reduce_tokens(-self.logprobs, self.mask, self.reduction)
+
+    @property
+    def weights(self) -> Tensor:
+        """(B,) detached weight of each row's own mean-token term under `reduction`."""
+        return row_weights(self.mask, self.reduction, self.logits.dtype)
+
 
 Outputs = Mapping[str, SplitOutputs]
 
@@ -111,11 +143,15 @@ class Loss:
         total: the scalar the engine backpropagates.
         terms: named scalar parts for the training record (detached by the engine).
         parts: differentiable scalars for objectives that own their update (NGDiff), else empty.
+        weights: split -> (B,) detached weight w_b of each row's own objective term in `total`
+            (so grad total = sum_b w_b grad L(row b)); the point-wise G-effects divide by it.
+            A split missing here has no such per-row decomposition.
     """
 
     total: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
     parts: dict[str, Tensor] = field(default_factory=dict)
+    weights: dict[str, Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -204,13 +240,36 @@ def seq_logprob(logprobs: Tensor, mask: Tensor) -> Tensor:
     return (logprobs * mask).sum(-1)                                # (B,)
 
 
-def token_weighted_ascent(weight: Tensor, logprobs: Tensor, mask: Tensor) -> Tensor:
-    """Scalar: mean over rows of the weighted mean-token log-likelihood (ascent on NLL).
+def reduce_tokens(values: Tensor, mask: Tensor, reduction: str) -> Tensor:
+    """Scalar average of per-token `values` (B, T) over the answer tokens.
+
+    token: sum over all answer tokens / their number (HF `outputs.loss` for values = NLL);
+    sequence: mean over rows of each row's mean over its answer tokens.
+    """
+    n = mask.sum(-1)                                                # (B,)
+    if bool((n == 0).any()):
+        raise ValueError("a row has no answer tokens (all labels masked): the prompt filled "
+                         "max_length; raise max_length or shorten the prompt")
+    if check_reduction(reduction) == "token":
+        return (values * mask).sum() / n.sum()
+    return ((values * mask).sum(-1) / n).mean()
+
+
+def row_weights(mask: Tensor, reduction: str, dtype=torch.float64) -> Tensor:
+    """(B,) weight of each row's mean-token term in `reduce_tokens`: n_b / N or 1 / B."""
+    n = mask.sum(-1).to(dtype)                                      # (B,)
+    if check_reduction(reduction) == "token":
+        return n / n.sum()
+    return torch.full_like(n, 1.0 / n.shape[0])
+
+
+def token_weighted_ascent(weight: Tensor, logprobs: Tensor, mask: Tensor,
+                          reduction: str = "token") -> Tensor:
+    """Scalar: the weighted log-likelihood averaged over answer tokens (ascent on NLL).
 
     Minimising it raises the weighted NLL. `weight` is (B, T) and must already be detached.
     """
-    n = mask.sum(-1).clamp_min(1)                                   # (B,)
-    return ((weight * logprobs * mask).sum(-1) / n).mean()
+    return reduce_tokens(weight * logprobs, mask, reduction)
 
 
 def answer_kl(logits: Tensor, ref_logits: Tensor, mask: Tensor) -> Tensor:
@@ -227,9 +286,16 @@ def answer_kl(logits: Tensor, ref_logits: Tensor, mask: Tensor) -> Tensor:
     if ref_logits is None:
         raise ValueError("answer_kl needs reference logits, but this split has none "
                          "(the objective must declare needs_ref = True)")
+    kl = token_kl(logits, ref_logits)                               # (B, T)
+    return (kl * mask).sum(-1) / mask.sum(-1).clamp_min(1)          # (B,)
+
+
+def token_kl(logits: Tensor, ref_logits: Tensor) -> Tensor:
+    """(B, T) KL(p_ref || p_theta) over the vocabulary at every position; the reference's
+    log-softmax is formed without a graph, so no B x T x V tensor outlives the backward but
+    the policy's own."""
     with torch.no_grad():
         logq = ref_logits - torch.logsumexp(ref_logits, -1, keepdim=True)   # (B, T, V)
         q = logq.exp()                                                  # (B, T, V)
     logp = logits - torch.logsumexp(logits, -1, keepdim=True)           # (B, T, V)
-    kl = (q * (logq - logp)).sum(-1)                                    # (B, T)
-    return (kl * mask).sum(-1) / mask.sum(-1).clamp_min(1)          # (B,)
+    return (q * (logq - logp)).sum(-1)                                  # (B, T)

@@ -14,11 +14,13 @@ from .base import Loss, Outputs, register
 @register("ga")
 @dataclass(frozen=True)
 class GA:
-    """L = -mean_i ell_f(i), ell the mean token NLL of forget row i."""
+    """L = -NLL(forget batch): under `token` reduction minus HF's `outputs.loss` (the TOFU and
+    open-unlearning `GradAscent`: `loss = -outputs.loss`); under `sequence`, -mean_i ell_f(i)."""
 
     splits: ClassVar[tuple[str, ...]] = ("forget",)
     needs_ref: ClassVar[bool] = False
 
     def __call__(self, out: Outputs) -> Loss:
-        nll = out["forget"].nll                                     # (B,)
-        return Loss(total=-nll.mean(), terms={"forget_nll": nll.mean()})
+        f = out["forget"]
+        nll = f.batch_nll
+        return Loss(total=-nll, terms={"forget_nll": nll}, weights={"forget": f.weights})

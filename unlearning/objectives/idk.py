@@ -4,7 +4,7 @@ The `idk` split holds the forget questions, row for row, each with a random refu
 from TOFU's `idontknow.jsonl` (Maini et al. 2024, "TOFU: A Task of Fictitious Unlearning for
 LLMs", Sec. 4, "Preference Optimization").
 
-idkpo    L = mean_i ell_idk(i) [+ alpha * R(retain)], ell the mean token NLL of the refusal:
+idkpo    L = NLL(refusals) [+ alpha * R(retain)], the NLL reduced as `loss_reduction` says:
          TOFU's preference-optimization baseline is this with R = retain NLL (`retain="nll"`).
 idkdpo   DPO (Rafailov et al. 2023, Eq. 7) with the refusal y_w preferred over the forget
          answer y_l, in the NPO-style scale open-unlearning uses (Zhang et al. 2024, Eq. 2):
@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 
 from .base import Loss, Objective, Outputs, register, seq_logprob
@@ -33,7 +34,8 @@ class IdkNLL:
     needs_ref: ClassVar[bool] = False
 
     def __call__(self, out: Outputs) -> Loss:
-        return Loss(total=out["idk"].nll.mean())
+        w = out["idk"]
+        return Loss(total=w.batch_nll, weights={"idk": w.weights})
 
 
 @register("idkpo")
@@ -65,8 +67,10 @@ class IdkDPOForget:
         lose_ratio = (seq_logprob(lose.logprobs, lose.mask)
                       - seq_logprob(lose.ref_logprobs, lose.mask).detach())   # (B,)
         loss = -(2.0 / self.beta) * F.logsigmoid(self.beta * (win_ratio - lose_ratio))  # (B,)
-        return Loss(total=loss.mean(), terms={"forget_nll": lose.nll.mean().detach(),
-                                              "idk_nll": win.nll.mean().detach()})
+        w = torch.full_like(loss, 1.0 / loss.shape[0]).detach()             # (B,) a row mean
+        return Loss(total=loss.mean(), terms={"forget_nll": lose.batch_nll.detach(),
+                                              "idk_nll": win.batch_nll.detach()},
+                    weights={"forget": w, "idk": w})
 
 
 @register("idkdpo")

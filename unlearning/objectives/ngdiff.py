@@ -19,12 +19,18 @@ its minimum:
 
     eta* = (eta / 2) * (L+ - L-) / (L+ - 2 L0 + L-).
 
-L is this objective's total, L_R - L_F (what `loss_at` evaluates). Defaults (ours; the
-papers leave them to the user): phi = 4; eta* clipped to [lr_min, lr_max] = [1e-7, 1e-2]
-(since ||d|| <= 2, one step moves theta by at most 2 * lr_max in L2 norm). When the
-curvature L+ - 2 L0 + L- is not positive (or not finite) the previous rate is kept; the rate
-holds until the next GeN step. GeN assumes the optimizer steps along d itself (SGD); with
-AdamW the probed direction is not the step taken. On random tiny models the NGDiff loss is
+L is this objective's total, L_R - L_F (what `loss_at` evaluates). The update is the GeN
+package's (`gen-optim` 0.1.1, `GeN/GeN.py::lr_parabola`): the fit is used only when it
+opens upwards (curvature L+ - 2 L0 + L- > 0) AND the loss falls along the step (eta* > 0,
+its `gHg > 0 and Gg > 0`); otherwise the rate is kept. An accepted fit moves the rate by at
+most a factor `max_change` = 2 and is smoothed: eta <- smooth * eta + (1 - smooth) *
+clip(eta*, eta / max_change, eta * max_change), smooth = 0.9, so one update changes the rate
+by -5 % to +10 %. (`smooth=0, max_change=inf` is the plain parabola step.) Defaults ours
+on top: phi = 4 (the package's README: call it every >= 4 steps), and the rate clipped to
+[lr_min, lr_max] = [1e-7, 1e-2] (since ||d|| <= 2, one step moves theta by at most
+2 * lr_max in L2 norm). The rate holds until the next GeN step. GeN assumes the optimizer
+steps along d itself (SGD); with AdamW the probed direction is not the step taken (the
+package probes the optimizer's own step instead). On random tiny models the NGDiff loss is
 often concave along d (the -L_F part), so GeN keeps the rate there.
 """
 from __future__ import annotations
@@ -47,14 +53,18 @@ def normalized_difference(g_r: list[Tensor], g_f: list[Tensor], eps: float = 1e-
 
 
 def gen_rate(eta: float, l0: float, l_plus: float, l_minus: float) -> float | None:
-    """Minimiser of the parabola through (-eta, L-), (0, L0), (eta, L+) for a step theta - s d.
+    """Minimiser of the parabola through (-eta, L+), (0, L0), (eta, L-) in the step size s of
+    theta - s d (L+ = L(theta + eta d), L- = L(theta - eta d)).
 
-    Returns None when the curvature is not positive (no minimum) or a value is not finite.
+    Returns None, as GeN's `lr_parabola` rejects the fit, when the curvature is not positive
+    (no minimum), when the minimiser is not positive (the loss rises along the step: the
+    package's `Gg > 0` test), or when a value is not finite.
     """
     curvature = l_plus - 2 * l0 + l_minus
     if not all(map(math.isfinite, (l0, l_plus, l_minus))) or not curvature > 0:
         return None
-    return 0.5 * eta * (l_plus - l_minus) / curvature
+    best = 0.5 * eta * (l_plus - l_minus) / curvature
+    return best if best > 0 else None
 
 
 @register("ngdiff")
@@ -64,6 +74,8 @@ class NGDiff:
     lr_min: float = 1e-7
     lr_max: float = 1e-2
     adaptive: bool = True
+    smooth: float = 0.9
+    max_change: float = 2.0
 
     splits: ClassVar[tuple[str, ...]] = ("forget", "retain")
     needs_ref: ClassVar[bool] = False
@@ -73,11 +85,14 @@ class NGDiff:
             raise ValueError(f"NGDiff's GeN period phi must be >= 1, got {self.phi}")
         if not 0 < self.lr_min <= self.lr_max:
             raise ValueError(f"NGDiff needs 0 < lr_min <= lr_max, got [{self.lr_min}, {self.lr_max}]")
+        if not 0 <= self.smooth < 1 or not self.max_change >= 1:
+            raise ValueError(f"NGDiff needs 0 <= smooth < 1 and max_change >= 1, got smooth="
+                             f"{self.smooth}, max_change={self.max_change}")
         object.__setattr__(self, "_rate", [None])   # the last GeN rate (not a hyperparameter)
 
     def __call__(self, out: Outputs) -> Loss:
-        forget = out["forget"].nll.mean()
-        retain = out["retain"].nll.mean()
+        forget = out["forget"].batch_nll
+        retain = out["retain"].batch_nll
         return Loss(total=retain - forget,
                     terms={"forget_nll": forget.detach(), "retain_nll": retain.detach()},
                     parts={"forget": forget, "retain": retain})
@@ -104,7 +119,10 @@ class NGDiff:
         if step % self.phi:
             return lr if self._rate[0] is None else self._rate[0]
         eta = lr if self._rate[0] is None else self._rate[0]
-        new = gen_rate(eta, loss_at(0.0), loss_at(-eta), loss_at(eta))
-        if new is not None:
-            self._rate[0] = min(max(new, self.lr_min), self.lr_max)
-        return eta if new is None else self._rate[0]
+        best = gen_rate(eta, loss_at(0.0), loss_at(-eta), loss_at(eta))
+        if best is None:
+            return eta
+        bounded = min(max(best, eta / self.max_change), eta * self.max_change)
+        new = self.smooth * eta + (1 - self.smooth) * bounded
+        self._rate[0] = min(max(new, self.lr_min), self.lr_max)
+        return self._rate[0]

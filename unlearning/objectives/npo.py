@@ -10,12 +10,15 @@ Its gradient is mean_i W_i * grad s_theta(i) with W_i = 2 sigma(beta (s_theta - 
 token log-likelihoods (the paper's Sec. 3, "NPO generalizes GA"). Default beta = 0.1 (the
 paper's TOFU setting, also open-unlearning's). NPO+RT (the paper's Sec. 5) is
 `retain="nll"`; NPO+KL is `retain="kl"`, with weight `alpha` (1.0 as in open-unlearning).
+The NPO term is a mean over rows under either `loss_reduction` (open-unlearning
+`compute_dpo_loss`); the reduction applies to its retain term.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 
 from .base import Loss, Objective, Outputs, register, seq_logprob
@@ -36,8 +39,10 @@ class NPOForget:
         s = seq_logprob(f.logprobs, f.mask)                              # (B,)
         s_ref = seq_logprob(f.ref_logprobs, f.mask).detach()             # (B,)
         loss = -(2.0 / self.beta) * F.logsigmoid(-self.beta * (s - s_ref))  # (B,)
-        return Loss(total=loss.mean(), terms={"forget_nll": f.nll.mean().detach(),
-                                              "log_ratio": (s - s_ref).mean().detach()})
+        w = torch.full_like(loss, 1.0 / loss.shape[0]).detach()             # (B,) a row mean
+        return Loss(total=loss.mean(), terms={"forget_nll": f.batch_nll.detach(),
+                                              "log_ratio": (s - s_ref).mean().detach()},
+                    weights={"forget": w})
 
 
 @register("npo")

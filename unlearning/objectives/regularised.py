@@ -22,9 +22,10 @@ def check_retain(method: str, retain: str) -> None:
         raise ValueError(f"{method} retain term must be one of {sorted(RETAIN)}, got {retain!r}")
 
 
-def regularised(term: Objective, retain: str, alpha: float) -> Weighted:
-    """Weighted((1, term), (alpha, R)) with R named by `retain`; R dropped when unused."""
-    items: tuple = ((1.0, term),)
+def regularised(term: Objective, retain: str, alpha: float, forget_weight: float = 1.0) -> Weighted:
+    """Weighted((forget_weight, term), (alpha, R)) with R named by `retain`; R dropped when
+    unused."""
+    items: tuple = ((forget_weight, term),)
     if RETAIN[retain] is not None and alpha != 0:
         items += ((alpha, RETAIN[retain]()),)
     return Weighted(items)
@@ -54,8 +55,13 @@ class Regularised:
         return self.alpha
 
     @property
+    def forget_weight(self) -> float:
+        return 1.0
+
+    @property
     def composed(self) -> Weighted:
-        return regularised(self.forget_term(), self.retain, self.retain_weight)
+        return regularised(self.forget_term(), self.retain, self.retain_weight,
+                           self.forget_weight)
 
     @property
     def splits(self) -> tuple[str, ...]:

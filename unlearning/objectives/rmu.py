@@ -18,7 +18,11 @@ found from the model's structure, `mlp_out_params`, so any HF family works: GPT-
 `mlp.c_proj`, GPT-NeoX's `mlp.dense_4h_to_h`, Phi's `mlp.fc2`, OPT's `fc2`, MoE experts),
 c = 6.5 and alpha = 1200 (the README's command). Other models: block round(7/32 * n_blocks)
 (`depth`), set by `bind(model)`; or pass `layer`. c scales with the norm of that block's
-activations and must be re-tuned per model (open-unlearning ships c = 300, alpha = 1000).
+activations and must be re-tuned per model: open-unlearning's `configs/trainer/RMU.yaml`
+ships steering_coeff c = 2, alpha = 1 (block 7, all parameters trainable), the WMDP README
+command c = 6.5, alpha = 1200 (the defaults here). The activation MSE follows the run's
+`loss_reduction`: pooled over the batch's answer tokens (`token`) or per row then over rows
+(`sequence`, open-unlearning's `compute_activation_loss`).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Loss, Outputs, register
+from .base import Loss, Outputs, reduce_tokens, register, row_weights
 
 WMDP_DEPTH = 7 / 32
 
@@ -61,13 +65,15 @@ def token_positions(mask: Tensor, seq_len: int) -> Tensor:
     return F.pad(mask, (1, 0))[:, :seq_len]                              # (B, S)
 
 
-def activation_mse(h: Tensor, target: Tensor, pos: Tensor) -> Tensor:
-    """Scalar: mean over rows of (mean over answer tokens of (mean over d of squared error))."""
+def activation_mse(h: Tensor, target: Tensor, pos: Tensor, reduction: str = "sequence") -> Tensor:
+    """Scalar: the squared error (mean over d) averaged over answer tokens: per row then over
+    rows (`sequence`, open-unlearning's `compute_activation_loss`) or pooled over the batch's
+    answer tokens (`token`, as the WMDP code's `mse_loss` over unpadded text)."""
     per_token = ((h - target) ** 2).mean(-1)                             # (B, S)
     n = pos.sum(-1)                                                      # (B,)
     if bool((n == 0).any()):
         raise ValueError("a row has no answer tokens to steer (all labels masked)")
-    return ((per_token * pos).sum(-1) / n).mean()
+    return reduce_tokens(per_token, pos, reduction)
 
 
 _MLP = re.compile(r"mlp|ffn|feed_?forward|moe|expert|^fc\d|^fc_|^dense_h|^dense_4h", re.IGNORECASE)
@@ -174,7 +180,10 @@ class RMU:
         h_f = f.hidden[key]                                              # (B, S, d)
         h_r, h_r_ref = r.hidden[key], r.ref_hidden[key]                  # (B, S, d)
         target = self.c * control_vector(self.vector_seed, h_f.shape[-1], h_f)  # (d,)
-        forget = activation_mse(h_f, target, token_positions(f.mask, h_f.shape[1]))
-        retain = activation_mse(h_r, h_r_ref.detach(), token_positions(r.mask, h_r.shape[1]))
+        pos_f, pos_r = token_positions(f.mask, h_f.shape[1]), token_positions(r.mask, h_r.shape[1])
+        forget = activation_mse(h_f, target, pos_f, f.reduction)
+        retain = activation_mse(h_r, h_r_ref.detach(), pos_r, r.reduction)
         return Loss(total=forget + self.alpha * retain,
-                    terms={"forget_mse": forget.detach(), "retain_mse": retain.detach()})
+                    terms={"forget_mse": forget.detach(), "retain_mse": retain.detach()},
+                    weights={"forget": row_weights(pos_f, f.reduction, h_f.dtype),
+                             "retain": self.alpha * row_weights(pos_r, r.reduction, h_r.dtype)})

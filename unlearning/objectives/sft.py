@@ -19,5 +19,6 @@ class SFT:
     needs_ref: ClassVar[bool] = False
 
     def __call__(self, out: Outputs) -> Loss:
-        nll = out["forget"].nll                                     # (B,)
-        return Loss(total=nll.mean(), terms={"forget_nll": nll.mean()})
+        f = out["forget"]
+        nll = f.batch_nll                                           # HF outputs.loss (token)
+        return Loss(total=nll, terms={"forget_nll": nll}, weights={"forget": f.weights})

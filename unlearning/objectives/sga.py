@@ -11,7 +11,10 @@ readings are implemented and named:
                      descends on the normal samples.
     split            L = -w_f * ell_f + w_n * sum_k ell_k,     0 <= r <= 1.  r = 0 is GA.
 
-ell is the mean token NLL of a row. Normal samples are chosen by the data layer
+ell is the mean token NLL of a row; the loss averages the groups' terms. Under
+`loss_reduction="sequence"` the average is the plain mean over groups; under `token` (the
+default) group g weighs n_g / N, n_g the answer tokens of its forget row and N those of the
+batch's forget rows, so r = 0 is exactly GA's pooled (HF `outputs.loss`) form. Normal samples are chosen by the data layer
 (`unlearning.data.normal_samples`), not here; their rows arrive in the `normal` split, K-1
 per forget row, row j belonging to forget row j // (K-1).
 """
@@ -60,5 +63,12 @@ class SGA:
         w_f, w_n = sga_weights(self.r, self.k)
         sign = -1.0 if self.convention == "gls" else 1.0
         per_group = -w_f * ell_f + sign * w_n * normal_sum          # (B,)
-        return Loss(total=per_group.mean(),
-                    terms={"forget_nll": ell_f.mean(), "normal_nll": ell_n.mean()})
+        f = out["forget"]
+        if f.reduction == "sequence":
+            total = per_group.mean()
+        else:   # sum_g (n_g / N) per_group_g, written so that r = 0 is GA's value bit for bit
+            n = f.mask.sum(-1)                                      # (B,)
+            total = -w_f * f.batch_nll + sign * w_n * (normal_sum * n).sum() / n.sum()
+        w = f.weights                                               # (B,) n_g / N or 1 / B
+        return Loss(total=total, terms={"forget_nll": ell_f.mean(), "normal_nll": ell_n.mean()},
+                    weights={"forget": w, "normal": w.repeat_interleave(self.k - 1)})

@@ -3,19 +3,24 @@
 "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning"
 (arXiv:2410.07163). With |y| the number of answer tokens and s_theta the summed log-prob,
 
-    L = -(2/beta) * mean_i log sigma(-(beta/|y_i|) * s_theta(i) - gamma) + lam * R(retain)
-      = -(2/beta) * mean_i log sigma(beta * ell_i - gamma)             + lam * R(retain),
+    L = c_f * [-(2/beta) * mean_i log sigma(-(beta/|y_i|) * s_theta(i) - gamma)] + lam * R(retain)
+      = c_f * [-(2/beta) * mean_i log sigma(beta * ell_i - gamma)]             + lam * R(retain),
 
-ell_i the mean token NLL of forget row i. No reference model (unless R is the KL). Defaults:
-beta = 2.5, gamma = 0 (the paper's TOFU setting); lam = 1.0 (open-unlearning's default
-retain weight; the paper tunes it per benchmark); R the retain NLL. open-unlearning writes
-gamma as beta * delta: sigma(beta * (ell - delta)).
+ell_i the mean token NLL of forget row i (a row mean under either `loss_reduction`, as
+open-unlearning's `SimNPO.compute_loss`). No reference model (unless R is the KL). The paper's
+Eq. 4 has no forget coefficient c_f (`forget_weight`), but the authors' TOFU runs scale the
+forget term: defaults from OPTML-Group/Unlearn-Simple `TOFU/config/forget.yaml` (forget05:
+beta = 2.5, gamma = 0, npo_coeff = c_f = 0.1375, grad_diff_coeff = lam = 1.0; its README
+runs forget10 with npo_coeff = 0.125, beta = 4.5, open-unlearning's `configs/trainer/
+SimNPO.yaml` defaults: gamma = 0.125, beta = 4.5, alpha = 1). R the retain NLL.
+open-unlearning writes gamma as beta * delta: sigma(beta * (ell - delta)).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 
 from .base import Loss, Objective, Outputs, register
@@ -33,9 +38,12 @@ class SimNPOForget:
     needs_ref: ClassVar[bool] = False
 
     def __call__(self, out: Outputs) -> Loss:
-        ell = out["forget"].nll                                          # (B,)
+        f = out["forget"]
+        ell = f.nll                                                      # (B,) per-row mean
         loss = -(2.0 / self.beta) * F.logsigmoid(self.beta * ell - self.gamma)  # (B,)
-        return Loss(total=loss.mean(), terms={"forget_nll": ell.mean().detach()})
+        w = torch.full_like(loss, 1.0 / loss.shape[0]).detach()             # (B,) a row mean
+        return Loss(total=loss.mean(), terms={"forget_nll": f.batch_nll.detach()},
+                    weights={"forget": w})
 
 
 @register("simnpo")
@@ -47,6 +55,7 @@ class SimNPO(Regularised):
     gamma: float = 0.0
     lam: float = 1.0
     retain: str = "nll"
+    forget_weight: float = 0.1375
 
     def __post_init__(self):
         super().__post_init__()

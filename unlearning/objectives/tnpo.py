@@ -13,8 +13,13 @@ equals that of the token-wise NPO loss -(2/beta) sum_t log sigma(-beta (log p_t 
 p_ref,t)) (tested); the *value* is the weighted log-likelihood, as in the authors' code
 (tmlr-group/G-effect, `ins_npo`, `w_ins_npo`), which also adds 1e-5 to the denominator; we
 use the exact sigmoid form instead, so p_ref = p gives weights exactly 1 and TNPO = GA.
-Defaults: TNPO beta = 0.1 (NPO's); WTNPO beta = 0.1 (fixed in the authors' code) and
-alpha = 1.0 (tuned per setting in the paper; 1.0 mirrors WGA's beta = 1).
+Defaults from the authors' training code (tmlr-group/G-effect `dataloader.py`, loss types
+`tnpo` / `wtnpo_<alpha>`: "else: self.beta=4" and "except: self.alpha=1.5"): TNPO beta = 4;
+WTNPO beta = 4, alpha = 1.5. (Their G-effect measuring script `dataloader_ge.py` sets
+beta = 0.1 for `w_ins_npo`, then overrides it with its hyper_param; training uses the above.)
+Both use `alpha` only as WTNPO's exponent; the retain weight is `lam` in both (an earlier
+version called TNPO's retain weight `alpha`). The forget term pools the batch's answer
+tokens under `loss_reduction="token"`, as the authors' `(npo_weights * ce)[mask].mean()`.
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ def tnpo_weight(logp: Tensor, ref_logp: Tensor, beta: float, alpha: float = 0.0)
 class TNPOForget:
     """The pure (W)TNPO forget term; alpha = 0 is TNPO."""
 
-    beta: float = 0.1
+    beta: float = 4.0
     alpha: float = 0.0
     splits: ClassVar[tuple[str, ...]] = ("forget",)
     needs_ref: ClassVar[bool] = True
@@ -51,22 +56,27 @@ class TNPOForget:
         f = out["forget"]
         logp = f.logprobs                                                # (B, T)
         weight = tnpo_weight(logp, f.ref_logprobs, self.beta, self.alpha)  # (B, T)
-        return Loss(total=token_weighted_ascent(weight, logp, f.mask),
-                    terms={"forget_nll": f.nll.mean().detach(),
-                           "mean_weight": (weight * f.mask).sum() / f.mask.sum()})
+        return Loss(total=token_weighted_ascent(weight, logp, f.mask, f.reduction),
+                    terms={"forget_nll": f.batch_nll.detach(),
+                           "mean_weight": (weight * f.mask).sum() / f.mask.sum()},
+                    weights={"forget": f.weights})
 
 
 @register("tnpo")
 @dataclass(frozen=True)
 class TNPO(Regularised):
-    """TNPO; `retain`/`alpha` add a retain regulariser (alpha is its weight here)."""
+    """TNPO; `retain`/`lam` add a retain regulariser with weight lam."""
 
-    beta: float = 0.1
+    beta: float = 4.0
     retain: str = "none"
-    alpha: float = 1.0
+    lam: float = 1.0
 
     def forget_term(self) -> Objective:
         return TNPOForget(self.beta, 0.0)
+
+    @property
+    def retain_weight(self) -> float:
+        return self.lam
 
 
 @register("wtnpo")
@@ -74,8 +84,8 @@ class TNPO(Regularised):
 class WTNPO(Regularised):
     """WTNPO: weight exponent alpha on p; the retain weight is `lam` (alpha is taken)."""
 
-    beta: float = 0.1
-    alpha: float = 1.0
+    beta: float = 4.0
+    alpha: float = 1.5
     retain: str = "none"
     lam: float = 1.0
 

@@ -5,7 +5,13 @@ forget/retain NLL of each step), checksums of the final parameters and, for one 
 per-step sums of the G-effect record. It was written by the engine *before* the speed-ups of
 issue 17 (label log-probs by one fused cross-entropy, cached per split, fused/foreach
 optimizers, monitoring every `monitor_every` steps), so `test_golden_records.py` checks that
-those changes leave every number as it was. Regenerate only after a deliberate change of a
+those changes leave every number as it was.
+
+Issue 11 changed definitions after these were written, so the cases pin the old ones: the
+row-mean `loss_reduction="sequence"` and the previous defaults of SimNPO (no forget weight),
+TNPO / WTNPO (beta 0.1, WTNPO alpha 1) and WGA (beta 1). The point-wise G-effect is now the
+paper's PG-effect with its `sample_weight` (issue 11), so the G-effect summary compares
+`geffect_pointwise * sample_weight`, the old contribution. Regenerate only after a deliberate change of a
 definition, and say so in the commit:
 
     PYTHONPATH=$PWD python -m tests.unlearning.golden_records --write
@@ -22,7 +28,7 @@ import xarray as xr
 
 BASE = dict(model="tiny-llama", forget_split="forget01", retain_split="retain99", n_forget=8,
             n_retain=32, steps=3, batch_size=2, max_length=256, lr=1e-3, weight_decay=0.01,
-            dtype="float64")
+            dtype="float64", loss_reduction="sequence")
 CASES = {
     "ga": dict(method="ga"),
     "ga_sgd": dict(method="ga", optimizer="sgd", lr=0.05),
@@ -30,10 +36,10 @@ CASES = {
     "graddiff_kl_accum": dict(method="graddiff", hparams={"retain": "kl"}, grad_accum=2),
     "npo": dict(method="npo"),
     "npo_rt": dict(method="npo", hparams={"retain": "nll"}),
-    "simnpo": dict(method="simnpo"),
-    "tnpo": dict(method="tnpo"),
-    "wtnpo": dict(method="wtnpo"),
-    "wga": dict(method="wga"),
+    "simnpo": dict(method="simnpo", hparams={"forget_weight": 1.0}),
+    "tnpo": dict(method="tnpo", hparams={"beta": 0.1}),
+    "wtnpo": dict(method="wtnpo", hparams={"beta": 0.1, "alpha": 1.0}),
+    "wga": dict(method="wga", hparams={"beta": 1.0}),
     "idkpo": dict(method="idkpo", hparams={"retain": "nll"}),
     "idkdpo": dict(method="idkdpo"),
     "ngdiff": dict(method="ngdiff", optimizer="sgd", hparams={"phi": 2}),
@@ -68,6 +74,9 @@ def summarise(run: Path) -> dict:
     out["param_sum"], out["param_sq"] = float(flat.sum()), float((flat ** 2).sum())
     if (run / "geffect.nc").exists():
         ds = xr.open_dataset(run / "geffect.nc").load()
+        if "sample_weight" in ds:                 # the contribution, as recorded before issue 11
+            ds["geffect_pointwise"] = ds.geffect_pointwise * ds.sample_weight
+            ds = ds.drop_vars("sample_weight")
         out["geffect"] = {v: _floats(ds[v].fillna(0).sum([d for d in ds[v].dims if d != "step"]).values)
                           for v in sorted(ds.data_vars) if "step" in ds[v].dims and ds[v].dtype.kind == "f"}
     return out

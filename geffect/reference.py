@@ -99,7 +99,6 @@ def _logits(model: nn.Module, batch: Mapping) -> Tensor:
 
 
 def risk_grad(model: nn.Module, batch: Mapping, reduction: str = "mean") -> dict[str, Tensor]:
-def risk_grad(model: nn.Module, batch: Mapping, reduction: str = "mean") -> dict[str, Tensor]:
     """Gradient of the aggregate probe risk, per use: mean or sum over instances of R_i, or
     "token": HF's causal-LM loss (`transformers.loss.loss_utils.ForCausalLMLoss`: one
     cross-entropy "mean" over every answer token of the batch), here without its float32 upcast."""

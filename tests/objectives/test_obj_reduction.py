@@ -105,7 +105,7 @@ def test_sga_r0_is_ga_under_token_reduction_bit_for_bit(table):
 
 def test_config_and_outputs_name_the_choices():
     assert RunConfig().loss_reduction == "token"
-    with pytest.raises(ValueError, match="loss_reduction must be 'token' or 'sequence'"):
+    with pytest.raises(ValueError, match="config field 'loss_reduction' must be one of \\('token', 'sequence'\\); got"):
         RunConfig(loss_reduction="batch")
     with pytest.raises(ValueError, match=r"loss reduction must be one of \('token', 'sequence'\)"):
         SplitOutputs(logits=torch.zeros(1, 1, 2), labels=torch.zeros(1, 1, dtype=torch.long),

@@ -149,7 +149,7 @@ def test_method_help_shows_its_hyperparameters_with_meaning_and_default(capsys):
     text = capsys.readouterr().out
     for method in _methods():
         assert f"{method} hyperparameters" in text
-    assert "exponent of the token weight p^beta (0: GA) (default: 1.0)" in text     # wga's beta
+    assert "exponent of the token weight p^beta (0: GA) (default: 5.0)" in text     # wga's beta (issue 11: the G-effect authors' default)
 
 
 def test_eval_writes_each_benchmark_as_it_finishes(tmp_path, monkeypatch):

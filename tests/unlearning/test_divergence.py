@@ -39,7 +39,7 @@ class NanGradAtStep2:
 
     def __call__(self, out):
         self.calls.append(1)
-        nll = out["forget"].nll.mean()
+        nll = out["forget"].batch_nll                       # GA's loss under the run's reduction
         total = -nll
         if len(self.calls) == 3:
             total = total + 0.0 * torch.sqrt(nll - nll)

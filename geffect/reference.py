@@ -122,6 +122,8 @@ def loss_grad(model: nn.Module, batches: Sequence[Mapping],
 def instance_objective_geffects(model: nn.Module, table, losses: Sequence[Callable[[], Tensor]],
                                 directions: Sequence[Mapping[str, Tensor]]) -> Tensor:
     """(S, D, G) the paper's PG-effects <grad L_s, direction_d>, one backward per instance.
+    grad L_s is the whole gradient (per parameter); a per-use direction (`risk_grad`) gives
+    each use group <grad L_s, grad^(u) R> (SCHEMA.md, *Tied weights*).
 
     Args:
         losses: per objective instance s, a function that runs the model on that instance's
@@ -130,8 +132,10 @@ def instance_objective_geffects(model: nn.Module, table, losses: Sequence[Callab
     """
     rows = []
     for loss_fn in losses:
-        with split_uses(model):
-            g = grad_of(model, loss_fn())
+        # the FULL gradient of L_s (SCHEMA.md: only the second factor, the direction, is split
+        # by use); with the uses shared, a tied matrix's gradient sums all its uses, whether
+        # loss_fn runs the model or reads logits of an earlier forward
+        g = grad_of(model, loss_fn())
         rows.append(torch.stack([per_group(table, model, g, d) for d in directions]))
     return torch.stack(rows)                                        # (S, D, G)
 

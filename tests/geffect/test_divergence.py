@@ -123,7 +123,10 @@ def test_recorded_divergence_under_token_loss_reduction():
     obj = build("sga", r=0.4, k=k, convention=convention)
     ds, table = _sga_step(model, obj, bf, bn, probes, reduction="token")
     assert ds.attrs["sga_loss_reduction"] == "token"
-    g_f = reference.risk_grad(model, bf, "token")                   # pooled forget NLL
+    # pooled forget NLL, the whole tied matrix's gradient: the divergence variables count a
+    # tied matrix once, in its first use group (SCHEMA.md), as per_group does for per-parameter
+    # gradients
+    g_f = reference.to_full(model, reference.risk_grad(model, bf, "token"))
     gff = reference.per_group(table, model, g_f, g_f).numpy()
     np.testing.assert_allclose(ds.gram.sel(split_a="forget", split_b="forget").values[0], gff,
                                rtol=1e-10, atol=1e-14)

@@ -30,25 +30,54 @@ class StepBatches(torch.utils.data.Dataset):
 
 
 class ObjectiveTrainer(Trainer):
-    """compute_loss = a registered objective on the engine's forward, as a user would write it."""
+    """compute_loss = a registered objective on the engine's forward, as a user would write it,
+    under the run's `loss_reduction`."""
 
-    def __init__(self, *args, objective, **kwargs):
+    def __init__(self, *args, objective, loss_reduction: str = "token", **kwargs):
         super().__init__(*args, **kwargs)
-        self.objective = objective
+        self.objective, self.loss_reduction = objective, loss_reduction
+        self.last_loss = None                             # the objective's Loss (its weights)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outs = {s: engine.split_outputs(model, inputs[s]) for s in self.objective.splits}
-        return self.objective(outs).total
+        outs = {s: engine.split_outputs(model, inputs[s], reduction=self.loss_reduction)
+                for s in self.objective.splits}
+        self.last_loss = self.objective(outs)
+        self.rank_scale = self._rank_scale(inputs)
+        return self.last_loss.total * self.rank_scale
+
+    def _rank_scale(self, inputs) -> float:
+        """Under DDP with loss_reduction "token": world * N_r / N, N_r this rank's forget
+        answer tokens and N all ranks' (HF's `num_items_in_batch` idea), so the average over
+        ranks that DDP forms is the loss pooled over the whole batch, as one process pools it.
+        GA and SGA only: their row weights pool the forget rows' answer tokens. 1 otherwise
+        (row means average exactly when every rank holds as many rows)."""
+        world = self.accelerator.num_processes
+        if world == 1 or self.loss_reduction != "token":
+            return 1.0
+        if self.objective.name not in ("ga", "sga"):
+            raise NotImplementedError(f"{self.objective.name}: token pooling over ranks is "
+                                      f"written for GA and SGA only")
+        import torch.distributed as dist
+
+        n = (inputs["forget"]["labels"][:, 1:] != -100).sum().to(torch.float64)  # N_r
+        total = n.clone()
+        dist.all_reduce(total)                                                  # N
+        return float(world * n / total)
 
 
 class ObjectiveTrainerG(GEffectsMixin, ObjectiveTrainer):
     def geffect_sample_ids(self, inputs):
         return engine.sample_ids(self.objective, inputs)
 
+    def geffect_sample_weights(self, inputs):
+        return [w * self.rank_scale for w in engine.sample_weights(self.objective, [self.last_loss])]
+
     def geffect_divergence(self, inputs):
         if "normal" not in self.objective.splits:
             return None
-        return {"forget": inputs["forget"], "normal": inputs["normal"], "sga": self.objective}
+        return {"forget": inputs["forget"], "normal": inputs["normal"],
+                "sga": {"k": self.objective.k, "convention": self.objective.convention,
+                        "loss_reduction": self.loss_reduction}}
 
 
 def trainer_for(cfg: RunConfig, out, report_to="none", world: int = 1,
@@ -80,5 +109,7 @@ def trainer_for(cfg: RunConfig, out, report_to="none", world: int = 1,
                        cfg.steps * cfg.grad_accum * world)
     return ObjectiveTrainerG(model=model, args=args, train_dataset=data, objective=objective,
                              data_collator=lambda items: items[0],
+                             loss_reduction=cfg.loss_reduction,
+                             geffect_reduction=engine.RISK[cfg.loss_reduction],
                              geffect_probes=engine._probes(task, cfg),
                              geffect_every=cfg.geffect_every, **geffect_kw)

@@ -50,7 +50,9 @@ def test_scalars_refuse_more_than_one_step():
 def test_sga_scalars_match_gradients_formed_directly(tmp_path):
     cfg = tiny_cfg(tmp_path, method="sga", hparams={"k": 2, "r": 0.5}, steps=1)
     s = scalars(open_record(engine.run(cfg, progress=False) / "geffect.nc"))
-    # oracle: flat gradients of the step's SGA objective and of the mean forget NLL (GA = -g_f)
+    # oracle: flat gradients of the step's SGA objective and of the forget NLL (GA = -g_f),
+    # both under the run's loss_reduction (the default "token": the forget rows' answer tokens
+    # pooled, HF's outputs.loss, so g_f is the gradient of GA's own loss)
     model, tok = load_model(cfg.model, dtype=torch.float64, seed=cfg.seed)
     sga = build("sga", k=2, r=0.5)
     task = engine.build_task(tok, "tofu", "forget01", "retain99", n_forget=8, n_retain=32, k=2,
@@ -61,8 +63,10 @@ def test_sga_scalars_match_gradients_formed_directly(tmp_path):
     def flat_grad(loss):
         return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])  # (n_params,)
 
-    g_l = flat_grad(sga({k: engine.split_outputs(model, batch[k]) for k in sga.splits}).total)
-    g_f = flat_grad(engine.split_outputs(model, batch["forget"]).nll.mean())
+    g_l = flat_grad(sga({k: engine.split_outputs(model, batch[k], reduction="token")
+                         for k in sga.splits}).total)
+    assert cfg.loss_reduction == "token"
+    g_f = flat_grad(engine.split_outputs(model, batch["forget"], reduction="token").batch_nll)
     cos = float(-(g_l @ g_f) / (g_l.norm() * g_f.norm()))
     assert s["sga/cosine_ga_sga"] == pytest.approx(cos, rel=1e-9)
     assert s["sga/norm_ratio_ga_sga"] == pytest.approx(float(g_l.norm() / g_f.norm()), rel=1e-9)

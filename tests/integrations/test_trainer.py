@@ -26,10 +26,13 @@ def assert_same_record(a: xr.Dataset, b: xr.Dataset) -> None:
             xr.testing.assert_equal(a[name], b[name])
 
 
+@pytest.mark.parametrize("reduction", ["token", "sequence"])
 @pytest.mark.parametrize("method,hparams", [("ga", {}), ("sga", {"k": 2, "r": 0.5})])
 @pytest.mark.parametrize("accum", [1, 2])
-def test_trainer_and_engine_write_equal_geffect_records(tmp_path, method, hparams, accum):
-    cfg = tiny_cfg(tmp_path, method=method, hparams=hparams, grad_accum=accum, steps=2)
+def test_trainer_and_engine_write_equal_geffect_records(tmp_path, method, hparams, accum,
+                                                        reduction):
+    cfg = tiny_cfg(tmp_path, method=method, hparams=hparams, grad_accum=accum, steps=2,
+                   loss_reduction=reduction)
     ours = engine.run(cfg, progress=False) / "geffect.nc"
     trainer = trainer_for(cfg, tmp_path / "hf")
     trainer.train()
@@ -37,6 +40,8 @@ def test_trainer_and_engine_write_equal_geffect_records(tmp_path, method, hparam
     want = open_record(ours)
     assert theirs.step.values.tolist() == [0, 1]          # step 1 follows the step-0 update
     assert_same_record(want, theirs)
+    for key in ("pointwise", "risk_reduction", "sga_loss_reduction"):
+        assert theirs.attrs.get(key) == want.attrs.get(key), key
     if method == "sga":                      # point-wise rows grouped: forget row + its normal rows
         assert theirs.sizes["sample"] == cfg.batch_size * accum
         assert "r_star" in theirs
@@ -55,8 +60,25 @@ def test_unnamed_rows_are_instances_and_a_rerun_replaces_the_record(tmp_path):
     ds = open_record(tmp_path / "hf" / "geffect.nc")
     assert ds.step.values.tolist() == [0, 1]
     assert ds.sample_id.values[0].tolist() == ["row0", "row1"]
-    xr.testing.assert_allclose(ds.geffect_pointwise.sum("sample"), ds.geffect, rtol=1e-10)
+    assert ds.attrs["pointwise"] == "instance_objective"     # PG-effects <grad L_s, grad R>
+    # each row's contribution w_s <grad L_s, grad R>, summed over rows, is the step's G-effect
+    xr.testing.assert_allclose((ds.geffect_pointwise * ds.sample_weight).sum("sample"),
+                               ds.geffect, rtol=1e-10)
     assert _hooks(trainer.model) == 0
+
+
+def test_without_sample_weights_the_rows_are_contributions(tmp_path):
+    cfg = tiny_cfg(tmp_path, method="sga", hparams={"k": 2, "r": 0.5}, steps=1, grad_accum=2)
+    trainer = trainer_for(cfg, tmp_path / "hf")
+    trainer.geffect_sample_weights = lambda inputs: None     # the mixin's default
+    trainer.train()
+    ds = open_record(tmp_path / "hf" / "geffect.nc")
+    assert ds.attrs["pointwise"] == "contribution"
+    assert (ds.sample_weight == 1).all()
+    xr.testing.assert_allclose(ds.geffect_pointwise.sum("sample"), ds.geffect, rtol=1e-10)
+    want = open_record(engine.run(cfg, progress=False) / "geffect.nc")
+    xr.testing.assert_allclose(ds.geffect_pointwise, want.geffect_pointwise * want.sample_weight,
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_unsupported_setups_fail_loudly_and_leave_no_hooks(tmp_path):

@@ -32,7 +32,9 @@ def test_readme_trainer_example_runs_as_written(tmp_path):
     ds = open_record(run / "geffect.nc")
     assert ds.step.values.tolist() == [0, 2, 4]
     assert all(i.startswith("tofu/") for i in ds.sample_id.values.ravel() if i)
-    xr.testing.assert_allclose(ds.geffect_pointwise.sum("sample"), ds.geffect, rtol=1e-6)
+    assert ds.attrs["pointwise"] == "instance_objective"                # the example's weights
+    xr.testing.assert_allclose((ds.geffect_pointwise * ds.sample_weight).sum("sample"), ds.geffect,
+                               rtol=1e-6)
     assert (ds.geffect.sel(probe="forget").sum("group") < 0).all()    # GA raises forget risk
     (logdir,) = (run / "runs").iterdir()                                # the Trainer's default
     ev = events(logdir)

@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(BIN)/python -m unlearning.demo
 
 bench: $(STAMP)
+	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/geffect_bench.py
 	$(BIN)/python bench/methods_bench.py
 

@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 
 from . import reduce
 from ._style import PROBE_TITLE, RISK_UNIT, STEP, finish, geffect_label, get_ax, styled_runs
+from .style import finite
 
 RATIO = 10.0          # magnitudes of the lines differ by more than this: symmetric-log axis
 SCALES = ("auto", "linear", "symlog")
@@ -70,7 +71,7 @@ def _draw(ax: Axes, q: xr.DataArray, center: xr.DataArray, probe: str, center_ls
     for label, one_q, st in styled_runs(q):
         qq = one_q.sel(probe=probe)                                 # (step, quantile)
         steps = qq["step"].values
-        lo, med, hi = (qq.sel(quantile=v).values for v in reduce.QUANTILES)
+        steps, lo, med, hi = finite(steps, *(qq.sel(quantile=v).values for v in reduce.QUANTILES))
         if band:
             ax.fill_between(steps, lo, hi, color=st["color"], alpha=0.2, lw=0)
         ax.plot(steps, med, color=st["color"], ls=st["ls"], label=label, **kw)
@@ -78,7 +79,7 @@ def _draw(ax: Axes, q: xr.DataArray, center: xr.DataArray, probe: str, center_ls
     for _, one_c, st in styled_runs(center):
         c = one_c.sel(probe=probe)
         if center_ls:
-            ax.plot(c["step"].values, c.values, color=st["color"], ls=center_ls, lw=0.9)
+            ax.plot(*finite(c["step"].values, c.values), color=st["color"], ls=center_ls, lw=0.9)
     return mags
 
 
@@ -118,11 +119,11 @@ def plot_risk(ds: xr.Dataset, ax: Axes | None = None, *, probe: str = "forget",
     q, center = _spread(ds, "risk", "probe_risk")
     for label, one, st in styled_runs(center):
         c = one.sel(probe=probe)
-        ax.plot(c["step"].values, c.values, color=st["color"], ls=st["ls"], label=label, **kw)
+        ax.plot(*finite(c["step"].values, c.values), color=st["color"], ls=st["ls"], label=label, **kw)
     if band:
         for _, one, st in styled_runs(q):
             qq = one.sel(probe=probe)
-            ax.fill_between(qq["step"].values, qq.sel(quantile=0.25).values,
-                            qq.sel(quantile=0.75).values, color=st["color"], alpha=0.2, lw=0)
+            ax.fill_between(*finite(qq["step"].values, qq.sel(quantile=0.25).values,
+                                    qq.sel(quantile=0.75).values), color=st["color"], alpha=0.2, lw=0)
     ylabel = f"{RISK_LABEL.get(probe, probe)} ({RISK_UNIT})\nfixed probe set, before the update"
     return finish(ax, STEP, ylabel, f"{probe.capitalize()} risk on the fixed probe set", zero=False)

@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from . import reduce, style
 from ._style import PROBE_TITLE, STEP, band_label, finish, geffect_label, get_ax, styled_runs
 from .curves import plot_geffect_spread, plot_risk
+from .style import finite
 from .pointwise import plot_instance_geffects, plot_pointwise
 from .study_plots import plot_first_order, plot_r_star, plot_smoothing_study
 
@@ -79,7 +80,7 @@ def plot_geffect(ds: xr.Dataset, ax: Axes | None = None, *, probe: str = "forget
     ax = get_ax(ax)
     for label, line, st in _geffect_lines(ds, probe, by):
         line = reduce.cumulative(line) if cumulative else line
-        ax.plot(line["step"].values, line.values, label=label, **{**st, **kw})
+        ax.plot(*finite(line["step"].values, line.values), label=label, **{**st, **kw})
     return finish(ax, STEP, geffect_label(probe, cumulative), PROBE_TITLE.get(probe, probe))
 
 
@@ -123,11 +124,11 @@ def plot_divergence(ds: xr.Dataset, ax: Axes | None = None, *, quantity: str = "
     for label, one, st in styled_runs(ds):
         div = reduce.divergence(one, by)[quantity]                  # (step[, by])
         if by is None:
-            ax.plot(div["step"].values, div.values, label=label, **{**st, **kw})
+            ax.plot(*finite(div["step"].values, div.values), label=label, **{**st, **kw})
         else:
             for k in div[by].values:
                 name = band_label(one, str(k)) if by == "band" else str(k)
-                ax.plot(div["step"].values, div.sel({by: k}).values, label=name,
+                ax.plot(*finite(div["step"].values, div.sel({by: k}).values), label=name,
                         **{**_line_style(str(k), by, None), **kw})
     ref = 1.0
     ax.axhline(ref, color="0.6", lw=0.8, ls=":", zorder=0)
@@ -149,8 +150,8 @@ def plot_training(ds: xr.Dataset, ax: Axes | None = None, *, var: str = "loss",
         raise ValueError(f"variable {var!r} not in the record; found {list(ds.data_vars)}")
     ax = get_ax(ax)
     for label, one, st in styled_runs(ds[var].assign_attrs(method=ds.attrs.get("method", ""))):
-        ok = np.isfinite(one.values)              # NaN between monitoring steps: join the rest
-        ax.plot(one["step"].values[ok], one.values[ok], label=label, **{**st, **kw})
+        # NaN between monitoring steps: join the rest
+        ax.plot(*finite(one["step"].values, one.values), label=label, **{**st, **kw})
     if var == "grad_norm":
         ax.set_yscale("log")
     return finish(ax, STEP, TRAIN_LABELS.get(var, var), None, zero=var == "loss")

@@ -29,8 +29,9 @@ GEFFECT_VARS = ("geffect", "objective_loss", "grad_sq_norm", "risk_grad_sq_norm"
 # ---- over groups --------------------------------------------------------------------------
 
 def total(da: xr.DataArray) -> xr.DataArray:
-    """Sum over every parameter group: the whole-model G-effect (or squared norm)."""
-    return da.sum("group", keep_attrs=True)
+    """Sum over every parameter group: the whole-model G-effect (or squared norm); NaN where
+    every group is NaN (a step the run did not measure), never a made-up 0."""
+    return da.sum("group", keep_attrs=True, min_count=1)
 
 
 def by_key(da: xr.DataArray, key: str) -> xr.DataArray:
@@ -42,7 +43,7 @@ def by_key(da: xr.DataArray, key: str) -> xr.DataArray:
     if key not in da.coords or "group" not in da[key].dims:
         raise ValueError(f"expected a coordinate {key!r} on dim 'group'; found coords "
                          f"{sorted(da.coords)}")
-    out = da.groupby(key).sum(keep_attrs=True)
+    out = da.groupby(key).sum(keep_attrs=True, min_count=1)
     order = {"band": BANDS, "component": COMPONENTS}.get(key)
     if order is not None:
         present = [v for v in order if v in out[key].values]
@@ -147,7 +148,7 @@ def divergence(ds: xr.Dataset, by: str | None = "band") -> xr.Dataset:
     sga_sq = ga_sq * q ** 2
     dot = ds["cosine_ga_sga"] * np.sqrt(ga_sq * sga_sq)
     parts = xr.Dataset({"dot": dot, "ga_sq": ga_sq, "sga_sq": sga_sq})
-    summed = parts.sum("group") if by is None else parts.map(lambda v: by_key(v, by))
+    summed = parts.sum("group", min_count=1) if by is None else parts.map(lambda v: by_key(v, by))
     return xr.Dataset({"cosine": summed.dot / np.sqrt(summed.ga_sq * summed.sga_sq),
                        "norm_ratio": np.sqrt(summed.sga_sq / summed.ga_sq)})
 

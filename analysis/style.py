@@ -104,6 +104,14 @@ def _json_method(ds) -> str:
         return ""
 
 
+def finite(x, *ys) -> tuple[np.ndarray, ...]:
+    """x and ys at the points where every y is finite: records of runs combined along `run`
+    share one step axis, so a run measured every 2nd step is NaN between, which would leave a
+    line with no two neighbouring points (nothing drawn)."""
+    ok = np.all([np.isfinite(np.asarray(y, dtype=float)) for y in ys], axis=0)
+    return (np.asarray(x)[ok], *(np.asarray(y)[ok] for y in ys))
+
+
 def step_axis(ax: Axes, axis: str = "x") -> Axes:
     """Integer ticks on an optimizer-step axis."""
     getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))

@@ -139,3 +139,19 @@ def test_first_order_and_study_axes_keep_labels(sweep_record, short):
     ax.figure.canvas.draw()
     lo, hi = ax.get_xlim()
     assert all(float(t).is_integer() for t in ax.get_xticks() if lo <= t <= hi)
+
+
+def test_runs_measured_every_second_step_still_draw_lines():
+    """Runs combined along `run` share the training record's step axis, so a G-effect record
+    measured every 2nd step is NaN between: the lines must join the measured points."""
+    from geffect.testing import fake_record
+
+    ds = fake_record(seed=0, n_steps=4)
+    ds = ds.assign_coords(step=2 * ds.step).reindex(step=range(7))   # steps 0..6, odd ones NaN
+    for draw in (plots.plot_geffect, plots.plot_geffect_spread):
+        ax = draw(ds, probe="forget")
+        lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 2]   # not the 0 line
+        assert lines, draw.__name__
+        for line in lines:
+            assert list(line.get_xdata()) == [0, 2, 4, 6], draw.__name__
+            assert np.isfinite(line.get_ydata()).all(), draw.__name__
